@@ -1,0 +1,208 @@
+//! Dead letters: the error types of SPEC §7 and the JSON envelope published to `v1.dlq.<company>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// Why an event was dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorType {
+    /// Not JSON, or an empty body.
+    Malformed,
+    /// Over `MAX_PAYLOAD_BYTES`.
+    TooLarge,
+    /// A missing or invalid field, or a wrong type.
+    Validation,
+    /// Tenant mismatch, invalid tenant id, or a tenant outside the allowlist.
+    Tenant,
+    /// A transient failure that outlived its redeliveries.
+    RetryExhausted,
+    /// A constraint or data error raised by the database for this event alone.
+    DatabasePermanent,
+    /// Anything else (a bug, a panic that kept recurring).
+    Internal,
+}
+
+impl ErrorType {
+    pub const ALL: [ErrorType; 7] = [
+        ErrorType::Malformed,
+        ErrorType::TooLarge,
+        ErrorType::Validation,
+        ErrorType::Tenant,
+        ErrorType::RetryExhausted,
+        ErrorType::DatabasePermanent,
+        ErrorType::Internal,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Malformed => "malformed",
+            ErrorType::TooLarge => "too_large",
+            ErrorType::Validation => "validation",
+            ErrorType::Tenant => "tenant",
+            ErrorType::RetryExhausted => "retry_exhausted",
+            ErrorType::DatabasePermanent => "database_permanent",
+            ErrorType::Internal => "internal",
+        }
+    }
+}
+
+impl fmt::Display for ErrorType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ErrorType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ErrorType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown error type {s:?}"))
+    }
+}
+
+/// How much of a body that is not JSON (or too large) the envelope keeps.
+pub const RAW_KEEP_BYTES: usize = 64 * 1024;
+
+/// The message published to the dead-letter stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetterEnvelope {
+    pub source_subject: String,
+    pub company: String,
+    /// The original body when it was JSON (for a history item: a one-item batch), else null.
+    pub original_payload: Option<Box<RawValue>>,
+    /// The original bytes (at most 64 KiB) when they were not JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_payload_base64: Option<String>,
+    /// Size of an oversized body, whose base64 holds only its first 64 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_size: Option<usize>,
+    pub error: String,
+    pub error_type: ErrorType,
+    pub retry_count: u32,
+    pub max_retry: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item_index: Option<usize>,
+    /// Unix seconds when the envelope was made.
+    pub ts: i64,
+}
+
+/// What the envelope is built from.
+pub struct EnvelopeInput<'a> {
+    pub source_subject: &'a str,
+    pub company: &'a str,
+    pub payload: &'a [u8],
+    pub error_type: ErrorType,
+    pub error: &'a str,
+    pub retry_count: u32,
+    pub max_retry: u32,
+    pub item_index: Option<usize>,
+}
+
+impl DeadLetterEnvelope {
+    pub fn build(input: EnvelopeInput<'_>) -> Self {
+        let json = (input.error_type != ErrorType::TooLarge)
+            .then(|| std::str::from_utf8(input.payload).ok())
+            .flatten()
+            .and_then(|s| serde_json::from_str::<Box<RawValue>>(s).ok());
+        let item_payload = match (&json, input.item_index) {
+            (Some(raw), Some(index)) => super::decode::history_item_as_batch(input.source_subject, raw, index),
+            _ => None,
+        };
+        let (original_payload, base64, size) = match (item_payload, json) {
+            (Some(item), _) => (Some(item), None, None),
+            (None, Some(raw)) => (Some(raw), None, None),
+            (None, None) => {
+                let keep = &input.payload[..input.payload.len().min(RAW_KEEP_BYTES)];
+                let size = (input.payload.len() > RAW_KEEP_BYTES).then_some(input.payload.len());
+                (None, Some(base64::engine::general_purpose::STANDARD.encode(keep)), size)
+            }
+        };
+        DeadLetterEnvelope {
+            source_subject: input.source_subject.to_owned(),
+            company: input.company.to_owned(),
+            original_payload,
+            original_payload_base64: base64,
+            original_size: size.or((input.error_type == ErrorType::TooLarge).then_some(input.payload.len())),
+            error: input.error.to_owned(),
+            error_type: input.error_type,
+            retry_count: input.retry_count,
+            max_retry: input.max_retry,
+            item_index: input.item_index,
+            ts: chrono::Utc::now().timestamp(),
+        }
+    }
+
+    /// The bytes to re-run: the JSON payload, or the decoded raw bytes.
+    pub fn original_bytes(&self) -> Option<Vec<u8>> {
+        if let Some(raw) = &self.original_payload {
+            return Some(raw.get().as_bytes().to_vec());
+        }
+        let b64 = self.original_payload_base64.as_ref()?;
+        base64::engine::general_purpose::STANDARD.decode(b64).ok()
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("envelope serialises")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(payload: &'a [u8], error_type: ErrorType, item_index: Option<usize>) -> EnvelopeInput<'a> {
+        EnvelopeInput {
+            source_subject: "v1.history.messages.CMP001",
+            company: "CMP001",
+            payload,
+            error_type,
+            error: "boom",
+            retry_count: 1,
+            max_retry: 5,
+            item_index,
+        }
+    }
+
+    #[test]
+    fn json_payload_is_kept_as_json() {
+        let env = DeadLetterEnvelope::build(input(br#"{"a":1}"#, ErrorType::Validation, None));
+        let v: serde_json::Value = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(v["original_payload"], serde_json::json!({"a":1}));
+        assert!(v.get("original_payload_base64").is_none());
+        assert_eq!(v["error_type"], "validation");
+        assert_eq!(v["company"], "CMP001");
+    }
+
+    #[test]
+    fn raw_bytes_are_base64_and_round_trip() {
+        let env = DeadLetterEnvelope::build(input(b"not json\xff", ErrorType::Malformed, None));
+        assert!(env.original_payload.is_none());
+        assert_eq!(env.original_bytes().unwrap(), b"not json\xff");
+        let back: DeadLetterEnvelope = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(back.original_bytes().unwrap(), b"not json\xff");
+        assert_eq!(back.error_type, ErrorType::Malformed);
+    }
+
+    #[test]
+    fn oversized_bodies_keep_their_head_and_size() {
+        let body = vec![b'{'; RAW_KEEP_BYTES * 3];
+        let env = DeadLetterEnvelope::build(input(&body, ErrorType::TooLarge, None));
+        assert_eq!(env.original_size, Some(body.len()));
+        assert_eq!(env.original_bytes().unwrap().len(), RAW_KEEP_BYTES);
+    }
+
+    #[test]
+    fn history_item_becomes_a_one_item_batch() {
+        let body = br#"{"messages":[{"message_id":"a"},{"message_id":"b"}],"agent_id":"AG"}"#;
+        let env = DeadLetterEnvelope::build(input(body, ErrorType::Validation, Some(1)));
+        let v: serde_json::Value = serde_json::from_str(env.original_payload.unwrap().get()).unwrap();
+        assert_eq!(v, serde_json::json!({"messages":[{"message_id":"b"}],"agent_id":"AG"}));
+    }
+}

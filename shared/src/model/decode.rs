@@ -1,0 +1,233 @@
+//! Bytes → typed payload: size limit, JSON, field validation and the tenant check, in that order.
+
+use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
+use validator::Validate;
+
+use super::agent::AgentPayload;
+use super::chat::ChatPayload;
+use super::contact::ContactPayload;
+use super::dead_letter::ErrorType;
+use super::history::{HistoryChats, HistoryContacts, HistoryMessages};
+use super::message::{MessagePatch, MessagePayload};
+use super::subject::{EventKind, Subject};
+
+/// A permanent reason why an event (or a history item) cannot be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{error_type}: {message}")]
+pub struct DecodeError {
+    pub error_type: ErrorType,
+    pub message: String,
+}
+
+impl DecodeError {
+    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
+        DecodeError {
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    fn from_json(err: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        let error_type = match err.classify() {
+            Category::Data => ErrorType::Validation,
+            Category::Syntax | Category::Eof | Category::Io => ErrorType::Malformed,
+        };
+        DecodeError::new(error_type, err.to_string())
+    }
+}
+
+/// One item of a history batch.
+#[derive(Debug, Clone)]
+pub enum HistoryItem {
+    Chat(ChatPayload),
+    Message(MessagePayload),
+    Contact(ContactPayload),
+}
+
+/// A validated event, ready to be written.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// `chats.upsert` (`delta = false`) or `chats.update` (`delta = true`: unread is a delta).
+    Chat { chat: ChatPayload, delta: bool },
+    Message(MessagePayload),
+    MessagePatch(MessagePatch),
+    Contact(ContactPayload),
+    Agent(AgentPayload),
+    /// Items in batch order, each validated on its own.
+    History(Vec<Result<HistoryItem, DecodeError>>),
+}
+
+/// Decodes and validates the body of an event published on `subject`.
+pub fn decode(subject: &Subject, body: &[u8], max_payload_bytes: usize) -> Result<Payload, DecodeError> {
+    if body.len() > max_payload_bytes {
+        return Err(DecodeError::new(
+            ErrorType::TooLarge,
+            format!("body of {} bytes exceeds the limit of {max_payload_bytes}", body.len()),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(DecodeError::new(ErrorType::Malformed, "empty body"));
+    }
+    let tenant = subject.tenant.as_str();
+    Ok(match subject.kind {
+        EventKind::ChatUpsert => Payload::Chat { chat: item(body, tenant)?, delta: false },
+        EventKind::ChatUpdate => Payload::Chat { chat: item(body, tenant)?, delta: true },
+        EventKind::MessageUpsert => Payload::Message(item(body, tenant)?),
+        EventKind::MessageUpdate => Payload::MessagePatch(item(body, tenant)?),
+        EventKind::ContactUpsert | EventKind::ContactUpdate => Payload::Contact(item(body, tenant)?),
+        EventKind::ConnectionUpdate => Payload::Agent(item(body, tenant)?),
+        EventKind::HistoryChats => {
+            let batch: HistoryChats<'_> = parse(body)?;
+            Payload::History(
+                batch.chats.iter().map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Chat)).collect(),
+            )
+        }
+        EventKind::HistoryMessages => {
+            let batch: HistoryMessages<'_> = parse(body)?;
+            let default_agent = batch.agent_id.as_deref();
+            Payload::History(
+                batch
+                    .messages
+                    .iter()
+                    .map(|raw| {
+                        let mut m: MessagePayload = item(raw.get().as_bytes(), tenant)?;
+                        if m.agent_id.is_none() {
+                            m.agent_id = default_agent.map(str::to_owned);
+                        }
+                        Ok(HistoryItem::Message(m))
+                    })
+                    .collect(),
+            )
+        }
+        EventKind::HistoryContacts => {
+            let batch: HistoryContacts<'_> = parse(body)?;
+            Payload::History(
+                batch
+                    .contacts
+                    .iter()
+                    .map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Contact))
+                    .collect(),
+            )
+        }
+    })
+}
+
+fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))
+}
+
+/// Anything that names the company it belongs to.
+trait Company {
+    fn company(&self) -> Option<&str>;
+}
+
+macro_rules! company_field {
+    ($($t:ty),*) => {$(
+        impl Company for $t {
+            fn company(&self) -> Option<&str> {
+                self.company_id.as_deref()
+            }
+        }
+    )*};
+}
+company_field!(ChatPayload, MessagePayload, MessagePatch, ContactPayload, AgentPayload);
+
+fn item<T: DeserializeOwned + Validate + Company>(body: &[u8], tenant: &str) -> Result<T, DecodeError> {
+    let value: T = serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))?;
+    value
+        .validate()
+        .map_err(|e| DecodeError::new(ErrorType::Validation, e.to_string().replace('\n', "; ")))?;
+    match value.company() {
+        Some(company) if company != tenant => Err(DecodeError::new(
+            ErrorType::Tenant,
+            format!("company_id {company:?} does not match the subject's tenant {tenant:?}"),
+        )),
+        _ => Ok(value),
+    }
+}
+
+/// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`),
+/// so a dead-lettered item can be re-run through the same core on its own.
+pub fn history_item_as_batch(source_subject: &str, body: &RawValue, index: usize) -> Option<Box<RawValue>> {
+    let key = match Subject::parse(source_subject).ok()?.kind {
+        EventKind::HistoryChats => "chats",
+        EventKind::HistoryMessages => "messages",
+        EventKind::HistoryContacts => "contacts",
+        _ => return None,
+    };
+    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body.get()).ok()?;
+    let item = match map.get_mut(key)? {
+        serde_json::Value::Array(items) if index < items.len() => items.swap_remove(index),
+        _ => return None,
+    };
+    map.insert(key.to_owned(), serde_json::Value::Array(vec![item]));
+    serde_json::value::to_raw_value(&map).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subject(s: &str) -> Subject {
+        Subject::parse(s).unwrap()
+    }
+
+    fn err(s: &str, body: &[u8]) -> ErrorType {
+        decode(&subject(s), body, 1024).unwrap_err().error_type
+    }
+
+    #[test]
+    fn classifies_bad_bodies() {
+        let s = "v1.chats.upsert.CMP001";
+        assert_eq!(err(s, b""), ErrorType::Malformed);
+        assert_eq!(err(s, b"  \n"), ErrorType::Malformed);
+        assert_eq!(err(s, b"{\"chat_id\":"), ErrorType::Malformed);
+        assert_eq!(err(s, b"not json"), ErrorType::Malformed);
+        assert_eq!(err(s, &[b' '; 1025]), ErrorType::TooLarge);
+        assert_eq!(err(s, b"{}"), ErrorType::Validation);
+        assert_eq!(err(s, b"[]"), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":5}"#), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":null}"#), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":""}"#), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":"a\u0001"}"#), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":"a","unread_count":"1"}"#), ErrorType::Validation);
+        assert_eq!(err(s, br#"{"chat_id":"a","company_id":"OTHER"}"#), ErrorType::Tenant);
+        assert_eq!(err("v1.messages.upsert.C", br#"{"message_id":"m","chat_id":"c","flow":"SIDEWAYS"}"#), ErrorType::Validation);
+        assert_eq!(err("v1.messages.upsert.C", br#"{"message_id":"m","chat_id":"c"}"#), ErrorType::Validation);
+        assert_eq!(err("v1.contacts.upsert.C", br#"{"phone_number":"1"}"#), ErrorType::Validation);
+        assert_eq!(err("v1.connection.update.C", br#"{"status":"QR"}"#), ErrorType::Validation);
+        assert_eq!(err("v1.history.chats.C", br#"{"items":[]}"#), ErrorType::Validation);
+    }
+
+    #[test]
+    fn absent_company_is_taken_from_the_subject_and_nulls_are_absent() {
+        let p = decode(&subject("v1.chats.update.C"), br#"{"chat_id":"a","push_name":null,"x":{"y":1}}"#, 1024).unwrap();
+        let Payload::Chat { chat, delta } = p else { panic!() };
+        assert!(delta);
+        assert!(chat.push_name.is_none());
+        assert!(chat.company_id.is_none());
+    }
+
+    #[test]
+    fn message_type_array_keeps_the_first_and_millis_become_seconds() {
+        let body = br#"{"message_id":"m","chat_id":"c","flow":"IN","message_type":["a","b"],"message_timestamp":1718358000123,"status":4}"#;
+        let Payload::Message(m) = decode(&subject("v1.messages.upsert.C"), body, 1024).unwrap() else { panic!() };
+        assert_eq!(m.message_type.as_deref(), Some("a"));
+        assert_eq!(m.message_timestamp, Some(1_718_358_000));
+        assert_eq!(m.status.as_deref(), Some("4"));
+    }
+
+    #[test]
+    fn history_items_are_validated_one_by_one() {
+        let body = br#"{"messages":[{"message_id":"m1","chat_id":"c","flow":"IN"},{"message_id":"m2"},{"message_id":"m3","chat_id":"c","flow":"OUT","agent_id":"OWN"}],"agent_id":"TOP"}"#;
+        let Payload::History(items) = decode(&subject("v1.history.messages.C"), body, 4096).unwrap() else { panic!() };
+        assert_eq!(items.len(), 3);
+        let Ok(HistoryItem::Message(m1)) = &items[0] else { panic!() };
+        assert_eq!(m1.agent_id.as_deref(), Some("TOP"));
+        assert_eq!(items[1].as_ref().unwrap_err().error_type, ErrorType::Validation);
+        let Ok(HistoryItem::Message(m3)) = &items[2] else { panic!() };
+        assert_eq!(m3.agent_id.as_deref(), Some("OWN"));
+    }
+}

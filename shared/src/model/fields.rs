@@ -1,0 +1,201 @@
+//! Field-level rules shared by every payload: ids, timestamps, statuses, jids, placeholders.
+
+use serde::{de, Deserialize, Deserializer};
+use validator::ValidationError;
+
+/// Ids: non-empty, at most 256 characters, no control characters.
+pub fn valid_id(value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::new("empty").with_message("must not be empty".into()));
+    }
+    if value.chars().count() > 256 {
+        return Err(ValidationError::new("too_long").with_message("longer than 256 characters".into()));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(ValidationError::new("control_char").with_message("contains a control character".into()));
+    }
+    Ok(())
+}
+
+/// Values above this are milliseconds, not seconds.
+const MILLIS_THRESHOLD: i64 = 100_000_000_000;
+
+/// 9999-12-31T23:59:59Z: later timestamps cannot be a message date.
+pub const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
+
+/// Normalises a unix timestamp to seconds (a value > 10^11 is milliseconds).
+pub fn normalize_unix(ts: i64) -> i64 {
+    if ts > MILLIS_THRESHOLD {
+        ts / 1000
+    } else {
+        ts
+    }
+}
+
+/// An optional integer unix timestamp, in seconds or milliseconds; `null` is absent.
+pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    let v = Option::<i64>::deserialize(d)?;
+    match v.map(normalize_unix) {
+        Some(ts) if ts < 0 => Err(de::Error::custom(format!("negative timestamp {ts}"))),
+        Some(ts) if ts > MAX_UNIX_SECONDS => Err(de::Error::custom(format!("timestamp {ts} is beyond year 9999"))),
+        other => Ok(other),
+    }
+}
+
+/// `message_type` is a string, or an array of strings from history edits: keep the first.
+pub fn first_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match Option::<OneOrMany>::deserialize(d)? {
+        None => None,
+        Some(OneOrMany::One(s)) => Some(s),
+        Some(OneOrMany::Many(v)) => v.into_iter().next(),
+    })
+}
+
+/// A status as text; the producer sends numeric strings, a bare number is accepted too.
+pub fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum TextOrNumber {
+        Text(String),
+        Number(i64),
+    }
+    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
+        TextOrNumber::Text(s) => s,
+        TextOrNumber::Number(n) => n.to_string(),
+    }))
+}
+
+/// `tags` as a comma list, or an array of strings joined with commas.
+pub fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    }))
+}
+
+/// The rank of a message status: `0`/error/unknown=0, `1`/pending=1, `2`/sent/server_ack=2,
+/// `3`/delivered=3, `4`/read=4, `5`/played=5. Anything unrecognised ranks 0.
+pub fn status_rank(status: &str) -> i16 {
+    let s = status.trim();
+    match s {
+        "0" => 0,
+        "1" => 1,
+        "2" => 2,
+        "3" => 3,
+        "4" => 4,
+        "5" => 5,
+        _ => match s.to_ascii_lowercase().as_str() {
+            "pending" => 1,
+            "sent" | "server_ack" => 2,
+            "delivered" | "delivery_ack" => 3,
+            "read" => 4,
+            "played" => 5,
+            _ => 0,
+        },
+    }
+}
+
+/// The user part of a jid (`6281@s.whatsapp.net` → `6281`, device suffix `:12` dropped).
+pub fn jid_user(jid: &str) -> &str {
+    let user = jid.split_once('@').map_or(jid, |(u, _)| u);
+    user.split_once(':').map_or(user, |(u, _)| u)
+}
+
+/// The server part of a jid (`g.us`, `s.whatsapp.net`, `lid`, `newsletter`).
+pub fn jid_server(jid: &str) -> Option<&str> {
+    jid.split_once('@').map(|(_, s)| s)
+}
+
+pub fn is_group_jid(jid: &str) -> bool {
+    jid_server(jid) == Some("g.us")
+}
+
+/// A phone number (or group id) derived from a jid; `@lid` and `@newsletter` ids are opaque
+/// and give none.
+pub fn phone_from_jid(jid: &str) -> Option<&str> {
+    match jid_server(jid) {
+        Some("s.whatsapp.net" | "c.us" | "g.us") => Some(jid_user(jid)).filter(|u| !u.is_empty()),
+        _ => None,
+    }
+}
+
+/// The part of a `chat_id` after its last `_` (agent ids may contain `_`, phones never do).
+pub fn chat_id_suffix(chat_id: &str) -> &str {
+    chat_id.rsplit_once('_').map_or(chat_id, |(_, s)| s)
+}
+
+/// Whether `name` is only a placeholder: the phone number, the chat id's suffix, or the
+/// jid's user part. Placeholders never overwrite a real stored name.
+pub fn is_placeholder_name(
+    name: &str,
+    phone: Option<&str>,
+    chat_id: Option<&str>,
+    jid: Option<&str>,
+) -> bool {
+    phone == Some(name)
+        || chat_id.map(chat_id_suffix) == Some(name)
+        || jid.map(jid_user) == Some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids() {
+        assert!(valid_id("AGT001_628").is_ok());
+        assert!(valid_id("").is_err());
+        assert!(valid_id(&"a".repeat(257)).is_err());
+        assert!(valid_id(&"é".repeat(256)).is_ok());
+        assert!(valid_id("a\nb").is_err());
+        assert!(valid_id("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn milliseconds_become_seconds() {
+        assert_eq!(normalize_unix(1_718_358_000), 1_718_358_000);
+        assert_eq!(normalize_unix(1_718_358_000_123), 1_718_358_000);
+        assert_eq!(normalize_unix(0), 0);
+    }
+
+    #[test]
+    fn ranks() {
+        let ranks: Vec<i16> = ["0", "1", "2", "3", "4", "5", "READ", "played", "server_ack", "x", "ERROR"]
+            .iter()
+            .map(|s| status_rank(s))
+            .collect();
+        assert_eq!(ranks, [0, 1, 2, 3, 4, 5, 4, 5, 2, 0, 0]);
+    }
+
+    #[test]
+    fn jids() {
+        assert_eq!(jid_user("6281:12@s.whatsapp.net"), "6281");
+        assert_eq!(phone_from_jid("6281@s.whatsapp.net"), Some("6281"));
+        assert_eq!(phone_from_jid("1203@g.us"), Some("1203"));
+        assert_eq!(phone_from_jid("2147@lid"), None);
+        assert!(is_group_jid("1203@g.us"));
+        assert!(!is_group_jid("6281@s.whatsapp.net"));
+        assert_eq!(chat_id_suffix("AGT_01_6281"), "6281");
+        assert_eq!(chat_id_suffix("6281"), "6281");
+    }
+
+    #[test]
+    fn placeholders() {
+        assert!(is_placeholder_name("6281", Some("6281"), None, None));
+        assert!(is_placeholder_name("6281", None, Some("AGT_6281"), None));
+        assert!(is_placeholder_name("6281", None, None, Some("6281@s.whatsapp.net")));
+        assert!(!is_placeholder_name("Budi", Some("6281"), Some("AGT_6281"), Some("6281@s.whatsapp.net")));
+    }
+}

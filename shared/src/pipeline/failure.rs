@@ -1,0 +1,63 @@
+//! How database failures are classified: the one place that looks inside `sqlx::Error`.
+
+/// What a failed write means for the events in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbFailure {
+    /// The database is unreachable, shutting down, out of resources or locked: hold the whole
+    /// batch and retry without spending deliveries.
+    Unavailable,
+    /// Serialization failure or deadlock: run the same transaction again.
+    Conflict,
+    /// A data or constraint error caused by the events themselves.
+    Permanent,
+    /// Anything else: retry with redeliveries.
+    Transient,
+}
+
+pub fn classify(err: &sqlx::Error) -> DbFailure {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => DbFailure::Unavailable,
+        sqlx::Error::Database(db) => classify_code(db.code().as_deref().unwrap_or("")),
+        _ => DbFailure::Transient,
+    }
+}
+
+/// Classifies a SQLSTATE code.
+pub fn classify_code(code: &str) -> DbFailure {
+    match code {
+        // lock_not_available (lock_timeout), query_canceled (statement_timeout)
+        "55P03" | "57014" => DbFailure::Unavailable,
+        "40001" | "40P01" => DbFailure::Conflict,
+        _ => match code.get(..2).unwrap_or("") {
+            // connection exceptions, insufficient resources, operator intervention, system errors
+            "08" | "53" | "57" | "58" => DbFailure::Unavailable,
+            // data exceptions, integrity constraint violations
+            "22" | "23" => DbFailure::Permanent,
+            _ => DbFailure::Transient,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(classify_code("57P01"), DbFailure::Unavailable);
+        assert_eq!(classify_code("55P03"), DbFailure::Unavailable);
+        assert_eq!(classify_code("08006"), DbFailure::Unavailable);
+        assert_eq!(classify_code("53300"), DbFailure::Unavailable);
+        assert_eq!(classify_code("40P01"), DbFailure::Conflict);
+        assert_eq!(classify_code("22P05"), DbFailure::Permanent);
+        assert_eq!(classify_code("23505"), DbFailure::Permanent);
+        assert_eq!(classify_code("42P01"), DbFailure::Transient);
+        assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbFailure::Unavailable);
+        assert_eq!(classify(&sqlx::Error::RowNotFound), DbFailure::Transient);
+    }
+}

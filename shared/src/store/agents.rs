@@ -1,0 +1,83 @@
+//! Agent writes: last writer wins by JetStream publish time; `qr_code` lives only while the
+//! agent's status is `QR`.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, Postgres};
+
+use crate::model::AgentPayload;
+
+/// Agent upserts for one statement; each `agent_id` appears at most once.
+#[derive(Default)]
+pub struct AgentRows<'a> {
+    agent_id: Vec<&'a str>,
+    qr_code: Vec<Option<&'a str>>,
+    status: Vec<Option<&'a str>>,
+    agent_name: Vec<Option<&'a str>>,
+    phone_number: Vec<Option<&'a str>>,
+    host_name: Vec<Option<&'a str>>,
+    version: Vec<Option<&'a str>>,
+    published_at: Vec<DateTime<Utc>>,
+    meta: Vec<&'a str>,
+}
+
+impl<'a> AgentRows<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.agent_id.is_empty()
+    }
+
+    pub fn push(&mut self, a: &'a AgentPayload, published_at: DateTime<Utc>, meta: &'a str) {
+        self.agent_id.push(&a.agent_id);
+        self.qr_code.push(a.qr_code.as_deref());
+        self.status.push(a.status.as_deref());
+        self.agent_name.push(a.agent_name.as_deref());
+        self.phone_number.push(a.phone_number.as_deref());
+        self.host_name.push(a.host_name.as_deref());
+        self.version.push(a.version.as_deref());
+        self.published_at.push(published_at);
+        self.meta.push(meta);
+    }
+
+    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        sqlx::query::<Postgres>(UPSERT_AGENTS)
+            .bind(&self.agent_id)
+            .bind(&self.qr_code)
+            .bind(&self.status)
+            .bind(&self.agent_name)
+            .bind(&self.phone_number)
+            .bind(&self.host_name)
+            .bind(&self.version)
+            .bind(&self.published_at)
+            .bind(&self.meta)
+            .bind(company)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+const UPSERT_AGENTS: &str = r#"
+INSERT INTO agents AS a (agent_id, qr_code, status, agent_name, phone_number, host_name, version,
+                         company_id, last_metadata, event_published_at)
+SELECT u.agent_id, CASE WHEN u.status = 'QR' THEN u.qr_code END, u.status, u.agent_name,
+       u.phone_number, u.host_name, u.version, $10, u.meta::jsonb, u.published_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::timestamptz[], $9::text[])
+    AS u(agent_id, qr_code, status, agent_name, phone_number, host_name, version, published_at, meta)
+ORDER BY u.agent_id
+ON CONFLICT (agent_id) DO UPDATE SET
+    qr_code = CASE WHEN COALESCE(EXCLUDED.status, a.status) = 'QR'
+                   THEN COALESCE(EXCLUDED.qr_code, a.qr_code) END,
+    status = COALESCE(EXCLUDED.status, a.status),
+    agent_name = COALESCE(EXCLUDED.agent_name, a.agent_name),
+    phone_number = COALESCE(EXCLUDED.phone_number, a.phone_number),
+    host_name = COALESCE(EXCLUDED.host_name, a.host_name),
+    version = COALESCE(EXCLUDED.version, a.version),
+    company_id = EXCLUDED.company_id,
+    last_metadata = EXCLUDED.last_metadata,
+    event_published_at = EXCLUDED.event_published_at,
+    updated_at = now()
+WHERE a.event_published_at IS NULL OR EXCLUDED.event_published_at >= a.event_published_at
+"#;

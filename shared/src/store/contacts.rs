@@ -1,0 +1,142 @@
+//! Contact writes keyed by (`agent_id`, `phone_number`): patches that create missing rows with a
+//! UUID id, `chat_id` defaulting to `<agent_id>_<phone_number>` and status `ACTIVE`.
+
+use sqlx::{PgConnection, Postgres};
+
+use crate::model::fields::is_placeholder_name;
+use crate::model::ContactPayload;
+
+/// Contact patches for one statement; each key appears at most once.
+#[derive(Default)]
+pub struct ContactRows<'a> {
+    phone_number: Vec<&'a str>,
+    agent_id: Vec<&'a str>,
+    chat_id: Vec<Option<&'a str>>,
+    push_name: Vec<Option<&'a str>>,
+    push_placeholder: Vec<bool>,
+    custom_name: Vec<Option<&'a str>>,
+    contact_type: Vec<Option<&'a str>>,
+    notes: Vec<Option<&'a str>>,
+    tags: Vec<Option<&'a str>>,
+    origin: Vec<Option<&'a str>>,
+    avatar: Vec<Option<&'a str>>,
+    assigned_to: Vec<Option<&'a str>>,
+    pob: Vec<Option<&'a str>>,
+    gender: Vec<Option<&'a str>>,
+    dob: Vec<Option<chrono::NaiveDate>>,
+    status: Vec<Option<&'a str>>,
+    first_message_id: Vec<Option<&'a str>>,
+    first_message_timestamp: Vec<Option<i64>>,
+    meta: Vec<&'a str>,
+}
+
+impl<'a> ContactRows<'a> {
+    pub fn is_empty(&self) -> bool {
+        self.phone_number.is_empty()
+    }
+
+    pub fn push(&mut self, c: &'a ContactPayload, meta: &'a str) {
+        self.phone_number.push(&c.phone_number);
+        self.agent_id.push(&c.agent_id);
+        self.chat_id.push(c.chat_id.as_deref());
+        self.push_name.push(c.push_name.as_deref());
+        self.push_placeholder.push(
+            c.push_name
+                .as_deref()
+                .is_some_and(|n| is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)),
+        );
+        self.custom_name.push(c.custom_name.as_deref());
+        self.contact_type.push(c.contact_type.as_deref());
+        self.notes.push(c.notes.as_deref());
+        self.tags.push(c.tags.as_deref());
+        self.origin.push(c.origin.as_deref());
+        self.avatar.push(c.avatar.as_deref());
+        self.assigned_to.push(c.assigned_to.as_deref());
+        self.pob.push(c.pob.as_deref());
+        self.gender.push(c.gender.as_deref());
+        self.dob.push(c.dob);
+        self.status.push(c.status.as_deref());
+        self.first_message_id.push(c.first_message_id.as_deref());
+        self.first_message_timestamp.push(c.first_message_timestamp);
+        self.meta.push(meta);
+    }
+
+    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        sqlx::query::<Postgres>(UPSERT_CONTACTS)
+            .bind(&self.phone_number)
+            .bind(&self.agent_id)
+            .bind(&self.chat_id)
+            .bind(&self.push_name)
+            .bind(&self.push_placeholder)
+            .bind(&self.custom_name)
+            .bind(&self.contact_type)
+            .bind(&self.notes)
+            .bind(&self.tags)
+            .bind(&self.origin)
+            .bind(&self.avatar)
+            .bind(&self.assigned_to)
+            .bind(&self.pob)
+            .bind(&self.gender)
+            .bind(&self.dob)
+            .bind(&self.status)
+            .bind(&self.first_message_id)
+            .bind(&self.first_message_timestamp)
+            .bind(&self.meta)
+            .bind(company)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+const UPSERT_CONTACTS: &str = r#"
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                         $13::text[], $14::text[], $15::date[], $16::text[], $17::text[], $18::int8[],
+                         $19::text[])
+        AS u(phone_number, agent_id, chat_id, push_name, push_ph, custom_name, type, notes, tags,
+             origin, avatar, assigned_to, pob, gender, dob, status, first_message_id,
+             first_message_timestamp, meta)
+), upd AS (
+    UPDATE contacts c SET
+        chat_id = COALESCE(u.chat_id, c.chat_id),
+        push_name = CASE
+            WHEN u.push_name IS NULL THEN c.push_name
+            WHEN c.push_name IS NULL THEN u.push_name
+            WHEN u.push_ph THEN c.push_name
+            ELSE u.push_name END,
+        custom_name = COALESCE(u.custom_name, c.custom_name),
+        type = COALESCE(u.type, c.type),
+        notes = COALESCE(u.notes, c.notes),
+        tags = COALESCE(u.tags, c.tags),
+        origin = COALESCE(u.origin, c.origin),
+        avatar = COALESCE(u.avatar, c.avatar),
+        assigned_to = COALESCE(u.assigned_to, c.assigned_to),
+        pob = COALESCE(u.pob, c.pob),
+        gender = COALESCE(u.gender, c.gender),
+        dob = COALESCE(u.dob, c.dob),
+        status = COALESCE(u.status, c.status),
+        first_message_id = COALESCE(u.first_message_id, c.first_message_id),
+        first_message_timestamp = COALESCE(u.first_message_timestamp, c.first_message_timestamp),
+        company_id = $20,
+        last_metadata = u.meta::jsonb,
+        updated_at = now()
+    FROM u
+    WHERE c.agent_id = u.agent_id AND c.phone_number = u.phone_number
+    RETURNING c.agent_id, c.phone_number
+)
+INSERT INTO contacts (id, phone_number, agent_id, chat_id, push_name, custom_name, type, notes,
+                      tags, origin, avatar, assigned_to, pob, gender, dob, status,
+                      first_message_id, first_message_timestamp, company_id, last_metadata)
+SELECT gen_random_uuid()::text, u.phone_number, u.agent_id,
+       COALESCE(u.chat_id, u.agent_id || '_' || u.phone_number), u.push_name, u.custom_name,
+       u.type, u.notes, u.tags, u.origin, u.avatar, u.assigned_to, u.pob, u.gender, u.dob,
+       COALESCE(u.status, 'ACTIVE'), u.first_message_id, u.first_message_timestamp, $20,
+       u.meta::jsonb
+FROM u
+WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.agent_id = u.agent_id AND upd.phone_number = u.phone_number)
+"#;

@@ -1,0 +1,14 @@
+//! Postgres: tenant schemas and migrations, one write function per table, the inbox.
+//!
+//! Every write is set-based (one statement per table per round of a batch) and runs inside the
+//! tenant transaction of [`tenant_tx::begin`].
+
+pub mod agents;
+pub mod chats;
+pub mod contacts;
+pub mod inbox;
+pub mod messages;
+pub mod schema;
+pub mod tenant_tx;
+
+pub use schema::{Schemas, SchemaError, MIGRATIONS, SYSTEM_SCHEMA};

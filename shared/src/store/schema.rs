@@ -1,0 +1,191 @@
+//! Tenant schemas: versioned migrations from `migrations/`, applied once per schema and
+//! process, safe when several processes meet a new tenant at once; monthly message partitions.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use chrono::{Datelike, NaiveDate};
+use sqlx::PgPool;
+
+use crate::model::{quote_ident, TenantId};
+
+/// One versioned migration, applied with `search_path` set to the tenant schema.
+pub struct Migration {
+    pub version: i32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// Every migration, in order. Files live in the workspace's `migrations/` directory.
+pub static MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "tenant_tables",
+    sql: include_str!("../../../migrations/0001_tenant_tables.sql"),
+}];
+
+/// The schema of the system's own tables (exhausted events of invalid tenants).
+pub const SYSTEM_SCHEMA: &str = "wa_system";
+
+/// Why a tenant's schema is not usable.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("schema {0} is not migrated and DB_AUTO_MIGRATE is off")]
+    NotMigrated(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Creates and migrates tenant schemas on first use and remembers which are ready.
+pub struct Schemas {
+    pool: PgPool,
+    auto_migrate: bool,
+    ready: Mutex<HashSet<String>>,
+    partitions: Mutex<HashSet<(String, i32)>>,
+}
+
+impl Schemas {
+    pub fn new(pool: PgPool, auto_migrate: bool) -> Self {
+        Schemas {
+            pool,
+            auto_migrate,
+            ready: Mutex::default(),
+            partitions: Mutex::default(),
+        }
+    }
+
+    /// Makes sure the tenant's schema exists at the latest migration.
+    pub async fn ensure(&self, tenant: &TenantId) -> Result<(), SchemaError> {
+        self.ensure_schema(&tenant.schema_name()).await
+    }
+
+    /// Same as [`Schemas::ensure`] for a schema given by name (the system schema).
+    pub async fn ensure_schema(&self, schema: &str) -> Result<(), SchemaError> {
+        if self.ready.lock().expect("lock").contains(schema) {
+            return Ok(());
+        }
+        if self.auto_migrate {
+            migrate(&self.pool, schema).await?;
+        } else if applied_version(&self.pool, schema).await? < latest_version() {
+            return Err(SchemaError::NotMigrated(schema.to_owned()));
+        }
+        self.ready.lock().expect("lock").insert(schema.to_owned());
+        Ok(())
+    }
+
+    /// Makes sure a `messages` partition exists for every month of `dates`.
+    pub async fn ensure_partitions(&self, tenant: &TenantId, dates: impl IntoIterator<Item = NaiveDate>) -> Result<(), sqlx::Error> {
+        let schema = tenant.schema_name();
+        let mut months: Vec<i32> = dates.into_iter().map(|d| d.year() * 12 + d.month0() as i32).collect();
+        months.sort_unstable();
+        months.dedup();
+        let missing: Vec<i32> = {
+            let known = self.partitions.lock().expect("lock");
+            months.into_iter().filter(|m| !known.contains(&(schema.clone(), *m))).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("wa:partitions:{schema}"))
+            .execute(&mut *tx)
+            .await?;
+        for &month in &missing {
+            let (from, to) = month_bounds(month);
+            let name = format!("messages_{}_{:02}", month / 12, month % 12 + 1);
+            let sql = format!(
+                "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.messages FOR VALUES FROM ('{from}') TO ('{to}')",
+                s = quote_ident(&schema),
+                p = quote_ident(&name),
+            );
+            sqlx::query(&sql).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        let mut known = self.partitions.lock().expect("lock");
+        known.extend(missing.into_iter().map(|m| (schema.clone(), m)));
+        Ok(())
+    }
+
+    /// Forgets what is known about a tenant (after an error that suggests it changed).
+    pub fn forget(&self, tenant: &TenantId) {
+        let schema = tenant.schema_name();
+        self.ready.lock().expect("lock").remove(&schema);
+        self.partitions.lock().expect("lock").retain(|(s, _)| *s != schema);
+    }
+}
+
+fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {
+    let date = |m: i32| NaiveDate::from_ymd_opt(m / 12, (m % 12 + 1) as u32, 1).expect("valid month");
+    (date(month), date(month + 1))
+}
+
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.version)
+}
+
+/// Applies every pending migration to `schema` in one transaction under a per-schema lock.
+pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+    let ident = quote_ident(schema);
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("wa:migrate:{schema}"))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {ident};
+         SET LOCAL search_path TO {ident};
+         CREATE TABLE IF NOT EXISTS schema_migrations (
+             version integer PRIMARY KEY,
+             name text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .execute(&mut *tx)
+    .await?;
+    let applied: Vec<i32> = sqlx::query_scalar("SELECT version FROM schema_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
+    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
+        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+            .bind(m.version)
+            .bind(m.name)
+            .execute(&mut *tx)
+            .await?;
+        tracing::info!(schema, version = m.version, name = m.name, "applied migration");
+    }
+    tx.commit().await
+}
+
+/// The highest migration applied to `schema` (0 when it has none).
+pub async fn applied_version(pool: &PgPool, schema: &str) -> Result<i32, sqlx::Error> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = $1 AND tablename = 'schema_migrations')",
+    )
+    .bind(schema)
+    .fetch_one(pool)
+    .await?;
+    if !exists {
+        return Ok(0);
+    }
+    let sql = format!("SELECT COALESCE(max(version), 0) FROM {}.schema_migrations", quote_ident(schema));
+    sqlx::query_scalar(&sql).fetch_one(pool).await
+}
+
+/// Tenant schemas present in the database (`daisi_*`).
+pub async fn tenant_schemas(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'daisi\\_%' ORDER BY 1")
+        .fetch_all(pool)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn month_bounds_wrap_years() {
+        let m = 2024 * 12 + 11; // December 2024
+        assert_eq!(month_bounds(m), (NaiveDate::from_ymd_opt(2024, 12, 1).unwrap(), NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()));
+    }
+}

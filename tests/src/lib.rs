@@ -1,0 +1,184 @@
+//! Test harness: real Postgres (and, for end-to-end tests, real NATS), fresh tenants per test,
+//! the producer fixtures, and helpers to build inbound events and read rows back.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use wa_shared::model::EventKind;
+use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
+
+/// The database tests write to (`TEST_DATABASE_URL`, default the local `test` database).
+pub fn database_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+pub async fn pool() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&database_url())
+        .await
+        .expect("connect to the test database (is Postgres running?)")
+}
+
+/// A tenant id no other test uses.
+pub fn unique_tenant(prefix: &str) -> String {
+    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// The producer fixtures shipped with the repo.
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/producer")
+}
+
+/// Every line of the fixture file for `kind`, with company `CMP001` replaced by `tenant`.
+pub fn fixture_lines(kind: EventKind, tenant: &str) -> Vec<String> {
+    let path = fixtures_dir().join(format!("{}.jsonl", kind.base()));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.replace("\"CMP001\"", &format!("\"{tenant}\"")))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => panic!("reading {}: {e}", path.display()),
+    }
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(1);
+
+/// Builds inbound events the way a stream would deliver them.
+pub struct Events {
+    pub stream: String,
+    pub tenant: String,
+    pub published_at: DateTime<Utc>,
+}
+
+impl Events {
+    pub fn new(tenant: &str) -> Self {
+        Events {
+            stream: format!("test_{}", uuid::Uuid::new_v4().simple()),
+            tenant: tenant.to_owned(),
+            published_at: DateTime::from_timestamp(1_718_400_000, 0).expect("valid"),
+        }
+    }
+
+    /// A new stream message (fresh sequence) for `kind` with this body.
+    pub fn event(&self, kind: EventKind, body: impl Into<Bytes>) -> InboundEvent {
+        self.on_subject(&format!("{}.{}", kind.base(), self.tenant), body)
+    }
+
+    pub fn json(&self, kind: EventKind, body: Value) -> InboundEvent {
+        self.event(kind, serde_json::to_vec(&body).expect("json"))
+    }
+
+    pub fn on_subject(&self, subject: &str, body: impl Into<Bytes>) -> InboundEvent {
+        InboundEvent {
+            subject: subject.to_owned(),
+            payload: body.into(),
+            headers: Vec::new(),
+            stream: self.stream.clone(),
+            stream_sequence: SEQ.fetch_add(1, Ordering::Relaxed),
+            consumer: "test".into(),
+            delivered: 1,
+            published_at: self.published_at,
+        }
+    }
+
+    /// Every fixture of `kind`, as events.
+    pub fn fixtures(&self, kind: EventKind) -> Vec<InboundEvent> {
+        fixture_lines(kind, &self.tenant)
+            .into_iter()
+            .map(|l| self.event(kind, l.into_bytes()))
+            .collect()
+    }
+}
+
+/// The same stream message delivered again.
+pub fn redelivered(e: &InboundEvent) -> InboundEvent {
+    InboundEvent {
+        delivered: e.delivered + 1,
+        ..e.clone()
+    }
+}
+
+pub fn processor(pool: &PgPool) -> Processor {
+    Processor::new(pool.clone(), ProcessorSettings::default())
+}
+
+pub fn processor_with(pool: &PgPool, f: impl FnOnce(&mut ProcessorSettings)) -> Processor {
+    let mut s = ProcessorSettings::default();
+    f(&mut s);
+    Processor::new(pool.clone(), s)
+}
+
+/// Runs a batch that must not hit an unavailable database.
+pub async fn run(p: &Processor, events: &[InboundEvent]) -> Vec<Outcome> {
+    p.process_batch(events).await.expect("database available")
+}
+
+/// Runs a batch and asserts every event was acknowledged.
+pub async fn run_ok(p: &Processor, events: &[InboundEvent]) {
+    let outcomes = run(p, events).await;
+    for (e, o) in events.iter().zip(&outcomes) {
+        assert_eq!(*o, Outcome::Ack, "{} {:?}", e.subject, String::from_utf8_lossy(&e.payload));
+    }
+}
+
+/// Rows of `sql` (run with the tenant's schema on the search path) as JSON objects.
+pub async fn rows(pool: &PgPool, tenant: &str, sql: &str) -> Vec<Value> {
+    let mut conn = pool.acquire().await.expect("connection");
+    let schema = format!("\"daisi_{}\"", tenant.to_ascii_lowercase());
+    sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut *conn).await.expect("search_path");
+    let wrapped = format!("SELECT COALESCE(json_agg(t), '[]'::json) FROM ({sql}) t");
+    let value: Value = sqlx::query_scalar(&wrapped).fetch_one(&mut *conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::query("RESET search_path").execute(&mut *conn).await.expect("reset");
+    value.as_array().cloned().unwrap_or_default()
+}
+
+/// One row, which must exist.
+pub async fn row(pool: &PgPool, tenant: &str, sql: &str) -> Value {
+    let mut all = rows(pool, tenant, sql).await;
+    assert_eq!(all.len(), 1, "{sql}: {all:?}");
+    all.remove(0)
+}
+
+/// Every table's business columns (no ids, timestamps or metadata), for comparing states.
+pub async fn snapshot(pool: &PgPool, tenant: &str) -> Value {
+    let chats = rows(pool, tenant, "SELECT chat_id, jid, push_name, custom_name, group_name, phone_number, agent_id, company_id, assigned_to, is_group, not_spam, unread_count, last_message, conversation_timestamp FROM chats ORDER BY chat_id").await;
+    let messages = rows(pool, tenant, "SELECT message_id, message_date, from_phone, to_phone, chat_id, jid, message_text, message_url, message_type, flow, agent_id, company_id, status, key, message_obj, edited_message_obj, is_deleted, message_timestamp FROM messages ORDER BY message_id").await;
+    let contacts = rows(pool, tenant, "SELECT phone_number, agent_id, chat_id, push_name, custom_name, type, notes, tags, origin, avatar, assigned_to, pob, gender, company_id, dob, status, first_message_id, first_message_timestamp FROM contacts ORDER BY agent_id, phone_number").await;
+    let agents = rows(pool, tenant, "SELECT agent_id, qr_code, status, agent_name, phone_number, host_name, version, company_id FROM agents ORDER BY agent_id").await;
+    serde_json::json!({"chats": chats, "messages": messages, "contacts": contacts, "agents": agents})
+}
+
+/// Whether a schema exists.
+pub async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(pool)
+        .await
+        .expect("query")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline`.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
