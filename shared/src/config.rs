@@ -25,15 +25,51 @@ pub struct Var {
 
 /// Variables shared by every function.
 pub const COMMON_VARS: &[Var] = &[
-    Var { name: "DATABASE_URL", default: "postgres://postgres@127.0.0.1:5432/postgres", help: "Postgres connection URL (alias: POSTGRES_DSN)" },
-    Var { name: "DB_POOL_SIZE", default: "4", help: "Postgres connections per process" },
-    Var { name: "DB_AUTO_MIGRATE", default: "true", help: "create and migrate tenant schemas on first use" },
-    Var { name: "DB_LOCK_TIMEOUT", default: "5s", help: "how long a write waits for a lock before the batch is held and retried" },
-    Var { name: "COMPANY_ID", default: "", help: "serve this tenant only (consumer names get a _<company_id> suffix)" },
-    Var { name: "TENANT_ALLOWLIST", default: "", help: "comma-separated tenants to serve; others are dead-lettered (empty: all)" },
-    Var { name: "MAX_DELIVER", default: "5 (history: 3)", help: "deliveries before a transient failure is dead-lettered" },
-    Var { name: "BACKOFF", default: "1s,2s,4s,8s (history: 2s,4s)", help: "redelivery delays, comma-separated durations" },
-    Var { name: "MAX_PAYLOAD_BYTES", default: "1048576", help: "larger bodies are dead-lettered unparsed (too_large)" },
+    Var {
+        name: "DATABASE_URL",
+        default: "postgres://postgres@127.0.0.1:5432/postgres",
+        help: "Postgres connection URL (alias: POSTGRES_DSN)",
+    },
+    Var {
+        name: "DB_POOL_SIZE",
+        default: "4",
+        help: "Postgres connections per process",
+    },
+    Var {
+        name: "DB_AUTO_MIGRATE",
+        default: "true",
+        help: "create and migrate tenant schemas on first use",
+    },
+    Var {
+        name: "DB_LOCK_TIMEOUT",
+        default: "5s",
+        help: "how long a write waits for a lock before the batch is held and retried",
+    },
+    Var {
+        name: "COMPANY_ID",
+        default: "",
+        help: "serve this tenant only (consumer names get a _<company_id> suffix)",
+    },
+    Var {
+        name: "TENANT_ALLOWLIST",
+        default: "",
+        help: "comma-separated tenants to serve; others are dead-lettered (empty: all)",
+    },
+    Var {
+        name: "MAX_DELIVER",
+        default: "5 (history: 3)",
+        help: "deliveries before a transient failure is dead-lettered",
+    },
+    Var {
+        name: "BACKOFF",
+        default: "1s,2s,4s,8s (history: 2s,4s)",
+        help: "redelivery delays, comma-separated durations",
+    },
+    Var {
+        name: "MAX_PAYLOAD_BYTES",
+        default: "1048576",
+        help: "larger bodies are dead-lettered unparsed (too_large)",
+    },
 ];
 
 /// Database settings.
@@ -50,19 +86,35 @@ pub struct Env {
 
 impl Env {
     pub fn from_process() -> Self {
-        Env { vars: std::env::vars().collect() }
+        Env {
+            vars: std::env::vars().collect(),
+        }
     }
 
-    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(pairs: I) -> Self {
-        Env { vars: pairs.into_iter().map(|(k, v)| (k.into(), v.into())).collect() }
+    pub fn from_pairs<I: IntoIterator<Item = (K, V)>, K: Into<String>, V: Into<String>>(
+        pairs: I,
+    ) -> Self {
+        Env {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
     }
 
     /// The value of `name`, if set and not blank.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
     }
 
-    pub fn parse<T: std::str::FromStr>(&self, name: &'static str, default: T) -> Result<T, ConfigError>
+    pub fn parse<T: std::str::FromStr>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T::Err: std::fmt::Display,
     {
@@ -88,7 +140,11 @@ impl Env {
         }
     }
 
-    pub fn durations(&self, name: &'static str, default: &[Duration]) -> Result<Vec<Duration>, ConfigError> {
+    pub fn durations(
+        &self,
+        name: &'static str,
+        default: &[Duration],
+    ) -> Result<Vec<Duration>, ConfigError> {
         match self.get(name) {
             None => Ok(default.to_vec()),
             Some(v) => v
@@ -106,7 +162,11 @@ impl Env {
             .unwrap_or("postgres://postgres@127.0.0.1:5432/postgres")
             .to_owned();
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(err("DATABASE_URL", &url, "expected a postgres:// URL".into()));
+            return Err(err(
+                "DATABASE_URL",
+                &url,
+                "expected a postgres:// URL".into(),
+            ));
         }
         let pool_size = self.parse("DB_POOL_SIZE", 4u32)?;
         if pool_size == 0 {
@@ -123,7 +183,11 @@ impl Env {
     }
 
     /// The core's settings; `max_deliver` and `backoff` default per function.
-    pub fn processor(&self, max_deliver: u32, backoff: &[Duration]) -> Result<ProcessorSettings, ConfigError> {
+    pub fn processor(
+        &self,
+        max_deliver: u32,
+        backoff: &[Duration],
+    ) -> Result<ProcessorSettings, ConfigError> {
         let allowlist = self.get("TENANT_ALLOWLIST").map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -131,7 +195,11 @@ impl Env {
                 .map(str::to_owned)
                 .collect::<HashSet<_>>()
         });
-        if let Some(bad) = allowlist.iter().flatten().find(|t| TenantId::parse(t).is_err()) {
+        if let Some(bad) = allowlist
+            .iter()
+            .flatten()
+            .find(|t| TenantId::parse(t).is_err())
+        {
             return Err(err("TENANT_ALLOWLIST", bad, "not a valid tenant id".into()));
         }
         let max_deliver = self.parse("MAX_DELIVER", max_deliver)?;
@@ -143,7 +211,10 @@ impl Env {
             return Err(err(
                 "BACKOFF",
                 &format_durations(&backoff),
-                format!("needs 1 to MAX_DELIVER-1 ({}) entries", max_deliver.saturating_sub(1)),
+                format!(
+                    "needs 1 to MAX_DELIVER-1 ({}) entries",
+                    max_deliver.saturating_sub(1)
+                ),
             ));
         }
         let max_payload_bytes = self.parse("MAX_PAYLOAD_BYTES", 1024 * 1024usize)?;
@@ -169,9 +240,13 @@ fn err(var: &'static str, value: &str, reason: String) -> ConfigError {
 /// Parses `250ms`, `2s`, `1m`, `1h` or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 250ms, 2s, 1m, 1h"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 2s, 1m, 1h"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "" | "s" => n,
@@ -184,7 +259,10 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 pub fn format_durations(ds: &[Duration]) -> String {
-    ds.iter().map(|d| format!("{}ms", d.as_millis())).collect::<Vec<_>>().join(",")
+    ds.iter()
+        .map(|d| format!("{}ms", d.as_millis()))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -204,28 +282,42 @@ mod tests {
     #[test]
     fn defaults() {
         let env = Env::from_pairs::<_, String, String>([]);
-        let p = env.processor(5, &[1, 2, 4, 8].map(Duration::from_secs)).unwrap();
+        let p = env
+            .processor(5, &[1, 2, 4, 8].map(Duration::from_secs))
+            .unwrap();
         assert_eq!(p.max_deliver, 5);
         assert_eq!(p.backoff.len(), 4);
         assert!(p.auto_migrate);
         assert!(p.allowlist.is_none());
-        assert_eq!(env.db().unwrap().url, "postgres://postgres@127.0.0.1:5432/postgres");
+        assert_eq!(
+            env.db().unwrap().url,
+            "postgres://postgres@127.0.0.1:5432/postgres"
+        );
         assert!(env.company().unwrap().is_none());
     }
 
     #[test]
     fn errors_name_the_variable() {
         let env = Env::from_pairs([("MAX_DELIVER", "x")]);
-        assert_eq!(env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var, "MAX_DELIVER");
+        assert_eq!(
+            env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var,
+            "MAX_DELIVER"
+        );
         let env = Env::from_pairs([("MAX_DELIVER", "3"), ("BACKOFF", "1s,2s,3s")]);
         assert_eq!(env.processor(5, &[]).unwrap_err().var, "BACKOFF");
         let env = Env::from_pairs([("COMPANY_ID", "a.b")]);
         assert_eq!(env.company().unwrap_err().var, "COMPANY_ID");
         let env = Env::from_pairs([("DB_AUTO_MIGRATE", "maybe")]);
-        assert_eq!(env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var, "DB_AUTO_MIGRATE");
+        assert_eq!(
+            env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var,
+            "DB_AUTO_MIGRATE"
+        );
         let env = Env::from_pairs([("POSTGRES_DSN", "mysql://x")]);
         assert_eq!(env.db().unwrap_err().var, "DATABASE_URL");
         let env = Env::from_pairs([("TENANT_ALLOWLIST", "A, b.c")]);
-        assert_eq!(env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var, "TENANT_ALLOWLIST");
+        assert_eq!(
+            env.processor(5, &[Duration::from_secs(1)]).unwrap_err().var,
+            "TENANT_ALLOWLIST"
+        );
     }
 }

@@ -15,7 +15,8 @@ use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
 
 /// The database tests write to (`TEST_DATABASE_URL`, default the local `test` database).
 pub fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
 pub async fn pool() -> PgPool {
@@ -29,7 +30,10 @@ pub async fn pool() -> PgPool {
 
 /// A tenant id no other test uses.
 pub fn unique_tenant(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..12])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
 }
 
 /// The producer fixtures shipped with the repo.
@@ -127,7 +131,13 @@ pub async fn run(p: &Processor, events: &[InboundEvent]) -> Vec<Outcome> {
 pub async fn run_ok(p: &Processor, events: &[InboundEvent]) {
     let outcomes = run(p, events).await;
     for (e, o) in events.iter().zip(&outcomes) {
-        assert_eq!(*o, Outcome::Ack, "{} {:?}", e.subject, String::from_utf8_lossy(&e.payload));
+        assert_eq!(
+            *o,
+            Outcome::Ack,
+            "{} {:?}",
+            e.subject,
+            String::from_utf8_lossy(&e.payload)
+        );
     }
 }
 
@@ -135,10 +145,19 @@ pub async fn run_ok(p: &Processor, events: &[InboundEvent]) {
 pub async fn rows(pool: &PgPool, tenant: &str, sql: &str) -> Vec<Value> {
     let mut conn = pool.acquire().await.expect("connection");
     let schema = format!("\"daisi_{}\"", tenant.to_ascii_lowercase());
-    sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut *conn).await.expect("search_path");
+    sqlx::query(&format!("SET search_path TO {schema}"))
+        .execute(&mut *conn)
+        .await
+        .expect("search_path");
     let wrapped = format!("SELECT COALESCE(json_agg(t), '[]'::json) FROM ({sql}) t");
-    let value: Value = sqlx::query_scalar(&wrapped).fetch_one(&mut *conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    sqlx::query("RESET search_path").execute(&mut *conn).await.expect("reset");
+    let value: Value = sqlx::query_scalar(&wrapped)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    sqlx::query("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .expect("reset");
     value.as_array().cloned().unwrap_or_default()
 }
 
@@ -178,7 +197,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -112,7 +112,9 @@ impl DeadLetterEnvelope {
             .flatten()
             .and_then(|s| serde_json::from_str::<Box<RawValue>>(s).ok());
         let item_payload = match (&json, input.item_index) {
-            (Some(raw), Some(index)) => super::decode::history_item_as_batch(input.source_subject, raw, index),
+            (Some(raw), Some(index)) => {
+                super::decode::history_item_as_batch(input.source_subject, raw, index)
+            }
             _ => None,
         };
         let (original_payload, base64, size) = match (item_payload, json) {
@@ -121,7 +123,11 @@ impl DeadLetterEnvelope {
             (None, None) => {
                 let keep = &input.payload[..input.payload.len().min(RAW_KEEP_BYTES)];
                 let size = (input.payload.len() > RAW_KEEP_BYTES).then_some(input.payload.len());
-                (None, Some(base64::engine::general_purpose::STANDARD.encode(keep)), size)
+                (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(keep)),
+                    size,
+                )
             }
         };
         DeadLetterEnvelope {
@@ -129,7 +135,8 @@ impl DeadLetterEnvelope {
             company: input.company.to_owned(),
             original_payload,
             original_payload_base64: base64,
-            original_size: size.or((input.error_type == ErrorType::TooLarge).then_some(input.payload.len())),
+            original_size: size
+                .or((input.error_type == ErrorType::TooLarge).then_some(input.payload.len())),
             error: input.error.to_owned(),
             error_type: input.error_type,
             retry_count: input.retry_count,
@@ -157,7 +164,11 @@ impl DeadLetterEnvelope {
 mod tests {
     use super::*;
 
-    fn input<'a>(payload: &'a [u8], error_type: ErrorType, item_index: Option<usize>) -> EnvelopeInput<'a> {
+    fn input<'a>(
+        payload: &'a [u8],
+        error_type: ErrorType,
+        item_index: Option<usize>,
+    ) -> EnvelopeInput<'a> {
         EnvelopeInput {
             source_subject: "v1.history.messages.CMP001",
             company: "CMP001",
@@ -202,7 +213,11 @@ mod tests {
     fn history_item_becomes_a_one_item_batch() {
         let body = br#"{"messages":[{"message_id":"a"},{"message_id":"b"}],"agent_id":"AG"}"#;
         let env = DeadLetterEnvelope::build(input(body, ErrorType::Validation, Some(1)));
-        let v: serde_json::Value = serde_json::from_str(env.original_payload.unwrap().get()).unwrap();
-        assert_eq!(v, serde_json::json!({"messages":[{"message_id":"b"}],"agent_id":"AG"}));
+        let v: serde_json::Value =
+            serde_json::from_str(env.original_payload.unwrap().get()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"messages":[{"message_id":"b"}],"agent_id":"AG"})
+        );
     }
 }

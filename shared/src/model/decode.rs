@@ -50,7 +50,10 @@ pub enum HistoryItem {
 #[derive(Debug, Clone)]
 pub enum Payload {
     /// `chats.upsert` (`delta = false`) or `chats.update` (`delta = true`: unread is a delta).
-    Chat { chat: ChatPayload, delta: bool },
+    Chat {
+        chat: ChatPayload,
+        delta: bool,
+    },
     Message(MessagePayload),
     MessagePatch(MessagePatch),
     Contact(ContactPayload),
@@ -60,11 +63,18 @@ pub enum Payload {
 }
 
 /// Decodes and validates the body of an event published on `subject`.
-pub fn decode(subject: &Subject, body: &[u8], max_payload_bytes: usize) -> Result<Payload, DecodeError> {
+pub fn decode(
+    subject: &Subject,
+    body: &[u8],
+    max_payload_bytes: usize,
+) -> Result<Payload, DecodeError> {
     if body.len() > max_payload_bytes {
         return Err(DecodeError::new(
             ErrorType::TooLarge,
-            format!("body of {} bytes exceeds the limit of {max_payload_bytes}", body.len()),
+            format!(
+                "body of {} bytes exceeds the limit of {max_payload_bytes}",
+                body.len()
+            ),
         ));
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -72,16 +82,28 @@ pub fn decode(subject: &Subject, body: &[u8], max_payload_bytes: usize) -> Resul
     }
     let tenant = subject.tenant.as_str();
     Ok(match subject.kind {
-        EventKind::ChatUpsert => Payload::Chat { chat: item(body, tenant)?, delta: false },
-        EventKind::ChatUpdate => Payload::Chat { chat: item(body, tenant)?, delta: true },
+        EventKind::ChatUpsert => Payload::Chat {
+            chat: item(body, tenant)?,
+            delta: false,
+        },
+        EventKind::ChatUpdate => Payload::Chat {
+            chat: item(body, tenant)?,
+            delta: true,
+        },
         EventKind::MessageUpsert => Payload::Message(item(body, tenant)?),
         EventKind::MessageUpdate => Payload::MessagePatch(item(body, tenant)?),
-        EventKind::ContactUpsert | EventKind::ContactUpdate => Payload::Contact(item(body, tenant)?),
+        EventKind::ContactUpsert | EventKind::ContactUpdate => {
+            Payload::Contact(item(body, tenant)?)
+        }
         EventKind::ConnectionUpdate => Payload::Agent(item(body, tenant)?),
         EventKind::HistoryChats => {
             let batch: HistoryChats<'_> = parse(body)?;
             Payload::History(
-                batch.chats.iter().map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Chat)).collect(),
+                batch
+                    .chats
+                    .iter()
+                    .map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Chat))
+                    .collect(),
             )
         }
         EventKind::HistoryMessages => {
@@ -132,9 +154,18 @@ macro_rules! company_field {
         }
     )*};
 }
-company_field!(ChatPayload, MessagePayload, MessagePatch, ContactPayload, AgentPayload);
+company_field!(
+    ChatPayload,
+    MessagePayload,
+    MessagePatch,
+    ContactPayload,
+    AgentPayload
+);
 
-fn item<T: DeserializeOwned + Validate + Company>(body: &[u8], tenant: &str) -> Result<T, DecodeError> {
+fn item<T: DeserializeOwned + Validate + Company>(
+    body: &[u8],
+    tenant: &str,
+) -> Result<T, DecodeError> {
     let value: T = serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))?;
     value
         .validate()
@@ -150,14 +181,19 @@ fn item<T: DeserializeOwned + Validate + Company>(body: &[u8], tenant: &str) -> 
 
 /// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`),
 /// so a dead-lettered item can be re-run through the same core on its own.
-pub fn history_item_as_batch(source_subject: &str, body: &RawValue, index: usize) -> Option<Box<RawValue>> {
+pub fn history_item_as_batch(
+    source_subject: &str,
+    body: &RawValue,
+    index: usize,
+) -> Option<Box<RawValue>> {
     let key = match Subject::parse(source_subject).ok()?.kind {
         EventKind::HistoryChats => "chats",
         EventKind::HistoryMessages => "messages",
         EventKind::HistoryContacts => "contacts",
         _ => return None,
     };
-    let mut map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(body.get()).ok()?;
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(body.get()).ok()?;
     let item = match map.get_mut(key)? {
         serde_json::Value::Array(items) if index < items.len() => items.swap_remove(index),
         _ => return None,
@@ -192,19 +228,53 @@ mod tests {
         assert_eq!(err(s, br#"{"chat_id":null}"#), ErrorType::Validation);
         assert_eq!(err(s, br#"{"chat_id":""}"#), ErrorType::Validation);
         assert_eq!(err(s, br#"{"chat_id":"a\u0001"}"#), ErrorType::Validation);
-        assert_eq!(err(s, br#"{"chat_id":"a","unread_count":"1"}"#), ErrorType::Validation);
-        assert_eq!(err(s, br#"{"chat_id":"a","company_id":"OTHER"}"#), ErrorType::Tenant);
-        assert_eq!(err("v1.messages.upsert.C", br#"{"message_id":"m","chat_id":"c","flow":"SIDEWAYS"}"#), ErrorType::Validation);
-        assert_eq!(err("v1.messages.upsert.C", br#"{"message_id":"m","chat_id":"c"}"#), ErrorType::Validation);
-        assert_eq!(err("v1.contacts.upsert.C", br#"{"phone_number":"1"}"#), ErrorType::Validation);
-        assert_eq!(err("v1.connection.update.C", br#"{"status":"QR"}"#), ErrorType::Validation);
-        assert_eq!(err("v1.history.chats.C", br#"{"items":[]}"#), ErrorType::Validation);
+        assert_eq!(
+            err(s, br#"{"chat_id":"a","unread_count":"1"}"#),
+            ErrorType::Validation
+        );
+        assert_eq!(
+            err(s, br#"{"chat_id":"a","company_id":"OTHER"}"#),
+            ErrorType::Tenant
+        );
+        assert_eq!(
+            err(
+                "v1.messages.upsert.C",
+                br#"{"message_id":"m","chat_id":"c","flow":"SIDEWAYS"}"#
+            ),
+            ErrorType::Validation
+        );
+        assert_eq!(
+            err(
+                "v1.messages.upsert.C",
+                br#"{"message_id":"m","chat_id":"c"}"#
+            ),
+            ErrorType::Validation
+        );
+        assert_eq!(
+            err("v1.contacts.upsert.C", br#"{"phone_number":"1"}"#),
+            ErrorType::Validation
+        );
+        assert_eq!(
+            err("v1.connection.update.C", br#"{"status":"QR"}"#),
+            ErrorType::Validation
+        );
+        assert_eq!(
+            err("v1.history.chats.C", br#"{"items":[]}"#),
+            ErrorType::Validation
+        );
     }
 
     #[test]
     fn absent_company_is_taken_from_the_subject_and_nulls_are_absent() {
-        let p = decode(&subject("v1.chats.update.C"), br#"{"chat_id":"a","push_name":null,"x":{"y":1}}"#, 1024).unwrap();
-        let Payload::Chat { chat, delta } = p else { panic!() };
+        let p = decode(
+            &subject("v1.chats.update.C"),
+            br#"{"chat_id":"a","push_name":null,"x":{"y":1}}"#,
+            1024,
+        )
+        .unwrap();
+        let Payload::Chat { chat, delta } = p else {
+            panic!()
+        };
         assert!(delta);
         assert!(chat.push_name.is_none());
         assert!(chat.company_id.is_none());
@@ -213,7 +283,10 @@ mod tests {
     #[test]
     fn message_type_array_keeps_the_first_and_millis_become_seconds() {
         let body = br#"{"message_id":"m","chat_id":"c","flow":"IN","message_type":["a","b"],"message_timestamp":1718358000123,"status":4}"#;
-        let Payload::Message(m) = decode(&subject("v1.messages.upsert.C"), body, 1024).unwrap() else { panic!() };
+        let Payload::Message(m) = decode(&subject("v1.messages.upsert.C"), body, 1024).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(m.message_type.as_deref(), Some("a"));
         assert_eq!(m.message_timestamp, Some(1_718_358_000));
         assert_eq!(m.status.as_deref(), Some("4"));
@@ -222,12 +295,23 @@ mod tests {
     #[test]
     fn history_items_are_validated_one_by_one() {
         let body = br#"{"messages":[{"message_id":"m1","chat_id":"c","flow":"IN"},{"message_id":"m2"},{"message_id":"m3","chat_id":"c","flow":"OUT","agent_id":"OWN"}],"agent_id":"TOP"}"#;
-        let Payload::History(items) = decode(&subject("v1.history.messages.C"), body, 4096).unwrap() else { panic!() };
+        let Payload::History(items) =
+            decode(&subject("v1.history.messages.C"), body, 4096).unwrap()
+        else {
+            panic!()
+        };
         assert_eq!(items.len(), 3);
-        let Ok(HistoryItem::Message(m1)) = &items[0] else { panic!() };
+        let Ok(HistoryItem::Message(m1)) = &items[0] else {
+            panic!()
+        };
         assert_eq!(m1.agent_id.as_deref(), Some("TOP"));
-        assert_eq!(items[1].as_ref().unwrap_err().error_type, ErrorType::Validation);
-        let Ok(HistoryItem::Message(m3)) = &items[2] else { panic!() };
+        assert_eq!(
+            items[1].as_ref().unwrap_err().error_type,
+            ErrorType::Validation
+        );
+        let Ok(HistoryItem::Message(m3)) = &items[2] else {
+            panic!()
+        };
         assert_eq!(m3.agent_id.as_deref(), Some("OWN"));
     }
 }

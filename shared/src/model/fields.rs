@@ -9,10 +9,13 @@ pub fn valid_id(value: &str) -> Result<(), ValidationError> {
         return Err(ValidationError::new("empty").with_message("must not be empty".into()));
     }
     if value.chars().count() > 256 {
-        return Err(ValidationError::new("too_long").with_message("longer than 256 characters".into()));
+        return Err(
+            ValidationError::new("too_long").with_message("longer than 256 characters".into())
+        );
     }
     if value.chars().any(char::is_control) {
-        return Err(ValidationError::new("control_char").with_message("contains a control character".into()));
+        return Err(ValidationError::new("control_char")
+            .with_message("contains a control character".into()));
     }
     Ok(())
 }
@@ -37,7 +40,9 @@ pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Erro
     let v = Option::<i64>::deserialize(d)?;
     match v.map(normalize_unix) {
         Some(ts) if ts < 0 => Err(de::Error::custom(format!("negative timestamp {ts}"))),
-        Some(ts) if ts > MAX_UNIX_SECONDS => Err(de::Error::custom(format!("timestamp {ts} is beyond year 9999"))),
+        Some(ts) if ts > MAX_UNIX_SECONDS => Err(de::Error::custom(format!(
+            "timestamp {ts} is beyond year 9999"
+        ))),
         other => Ok(other),
     }
 }
@@ -172,10 +177,22 @@ mod tests {
 
     #[test]
     fn ranks() {
-        let ranks: Vec<i16> = ["0", "1", "2", "3", "4", "5", "READ", "played", "server_ack", "x", "ERROR"]
-            .iter()
-            .map(|s| status_rank(s))
-            .collect();
+        let ranks: Vec<i16> = [
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "READ",
+            "played",
+            "server_ack",
+            "x",
+            "ERROR",
+        ]
+        .iter()
+        .map(|s| status_rank(s))
+        .collect();
         assert_eq!(ranks, [0, 1, 2, 3, 4, 5, 4, 5, 2, 0, 0]);
     }
 
@@ -195,7 +212,17 @@ mod tests {
     fn placeholders() {
         assert!(is_placeholder_name("6281", Some("6281"), None, None));
         assert!(is_placeholder_name("6281", None, Some("AGT_6281"), None));
-        assert!(is_placeholder_name("6281", None, None, Some("6281@s.whatsapp.net")));
-        assert!(!is_placeholder_name("Budi", Some("6281"), Some("AGT_6281"), Some("6281@s.whatsapp.net")));
+        assert!(is_placeholder_name(
+            "6281",
+            None,
+            None,
+            Some("6281@s.whatsapp.net")
+        ));
+        assert!(!is_placeholder_name(
+            "Budi",
+            Some("6281"),
+            Some("AGT_6281"),
+            Some("6281@s.whatsapp.net")
+        ));
     }
 }

@@ -163,7 +163,10 @@ mod tests {
             "v1.chats.upsert.C.D",
             "chats.upsert.C",
         ] {
-            assert!(matches!(Subject::parse(bad), Err(SubjectError::Unknown(_))), "{bad}");
+            assert!(
+                matches!(Subject::parse(bad), Err(SubjectError::Unknown(_))),
+                "{bad}"
+            );
         }
         assert!(matches!(
             Subject::parse("v1.chats.upsert.a'b"),

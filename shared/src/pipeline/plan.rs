@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgConnection;
 
-use crate::model::{AgentPayload, ChatPayload, ContactPayload, HistoryItem, MessagePatch, MessagePayload, Payload};
+use crate::model::{
+    AgentPayload, ChatPayload, ContactPayload, HistoryItem, MessagePatch, MessagePayload, Payload,
+};
 use crate::store::agents::AgentRows;
 use crate::store::chats::{ChatEnsureRows, ChatRows};
 use crate::store::contacts::ContactRows;
@@ -56,19 +58,23 @@ impl Decoded {
     /// The writes of this event, with the history item index where there is one.
     pub fn units(&self) -> Box<dyn Iterator<Item = (Option<usize>, Unit<'_>)> + '_> {
         match &self.payload {
-            Payload::Chat { chat, delta } => Box::new(std::iter::once((None, Unit::Chat(chat, *delta)))),
+            Payload::Chat { chat, delta } => {
+                Box::new(std::iter::once((None, Unit::Chat(chat, *delta))))
+            }
             Payload::Message(m) => Box::new(std::iter::once((None, Unit::Message(m)))),
             Payload::MessagePatch(p) => Box::new(std::iter::once((None, Unit::Patch(p)))),
             Payload::Contact(c) => Box::new(std::iter::once((None, Unit::Contact(c)))),
             Payload::Agent(a) => Box::new(std::iter::once((None, Unit::Agent(a)))),
-            Payload::History(items) => Box::new(items.iter().enumerate().filter_map(|(i, item)| {
-                let unit = match item.as_ref().ok()? {
-                    HistoryItem::Chat(c) => Unit::Chat(c, false),
-                    HistoryItem::Message(m) => Unit::Message(m),
-                    HistoryItem::Contact(c) => Unit::Contact(c),
-                };
-                Some((Some(i), unit))
-            })),
+            Payload::History(items) => {
+                Box::new(items.iter().enumerate().filter_map(|(i, item)| {
+                    let unit = match item.as_ref().ok()? {
+                        HistoryItem::Chat(c) => Unit::Chat(c, false),
+                        HistoryItem::Message(m) => Unit::Message(m),
+                        HistoryItem::Contact(c) => Unit::Contact(c),
+                    };
+                    Some((Some(i), unit))
+                }))
+            }
         }
     }
 }
@@ -146,7 +152,9 @@ impl<'a> Plan<'a> {
             match unit {
                 Unit::Chat(c, delta) => round.chats.push(c, delta, meta),
                 Unit::Message(m) => {
-                    round.messages.push(m, message_date(m, event.published_at), meta);
+                    round
+                        .messages
+                        .push(m, message_date(m, event.published_at), meta);
                     ensure.push(&m.chat_id, m.jid.as_deref(), m.agent_id.as_deref(), meta);
                 }
                 Unit::Patch(p) => {
@@ -161,7 +169,11 @@ impl<'a> Plan<'a> {
     }
 
     /// Executes the plan; returns the batch positions of patches whose message was not found.
-    pub async fn execute(&self, conn: &mut PgConnection, company: &str) -> Result<Vec<usize>, sqlx::Error> {
+    pub async fn execute(
+        &self,
+        conn: &mut PgConnection,
+        company: &str,
+    ) -> Result<Vec<usize>, sqlx::Error> {
         let mut not_found = Vec::new();
         for (r, round) in self.rounds.iter().enumerate() {
             round.chats.write(conn, company).await?;

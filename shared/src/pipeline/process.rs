@@ -94,7 +94,10 @@ impl Processor {
 
     /// Processes a batch; returns one outcome per event, in order. A panic anywhere inside is
     /// caught and treated as a transient failure of the whole batch.
-    pub async fn process_batch(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+    pub async fn process_batch(
+        &self,
+        events: &[InboundEvent],
+    ) -> Result<Vec<Outcome>, Unavailable> {
         match AssertUnwindSafe(self.process(events)).catch_unwind().await {
             Ok(result) => result,
             Err(panic) => {
@@ -104,7 +107,10 @@ impl Processor {
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "unknown panic".into());
                 error!(events = events.len(), panic = %msg, "panic while processing a batch");
-                Ok(events.iter().map(|e| self.transient(e, &format!("panic: {msg}"))).collect())
+                Ok(events
+                    .iter()
+                    .map(|e| self.transient(e, &format!("panic: {msg}")))
+                    .collect())
             }
         }
     }
@@ -118,7 +124,9 @@ impl Processor {
                 format!("{reason} (after {} deliveries)", event.delivered),
             ))
         } else {
-            Outcome::Retry { delay: self.backoff(event.delivered) }
+            Outcome::Retry {
+                delay: self.backoff(event.delivered),
+            }
         }
     }
 
@@ -155,7 +163,9 @@ impl Processor {
             }
         }
         let results = futures::future::join_all(
-            groups.iter().map(|(tenant, decoded)| self.write_tenant(events, tenant, decoded)),
+            groups
+                .iter()
+                .map(|(tenant, decoded)| self.write_tenant(events, tenant, decoded)),
         )
         .await;
         for result in results {
@@ -188,7 +198,12 @@ impl Processor {
     }
 
     /// Writes one tenant's events, isolating events that the database refuses.
-    async fn write_tenant(&self, events: &[InboundEvent], tenant: &TenantId, decoded: &[Decoded]) -> Result<Vec<(usize, Outcome)>, Unavailable> {
+    async fn write_tenant(
+        &self,
+        events: &[InboundEvent],
+        tenant: &TenantId,
+        decoded: &[Decoded],
+    ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
         if let Err(reason) = self.prepare(tenant, decoded).await? {
             return Ok(self.all_transient(events, decoded, &reason));
         }
@@ -197,7 +212,10 @@ impl Processor {
         let mut todo = vec![(0, decoded.len(), false)];
         while let Some((lo, hi, item_by_item)) = todo.pop() {
             let part = &decoded[lo..hi];
-            match self.write_with_conflict_retries(events, tenant, part, item_by_item).await {
+            match self
+                .write_with_conflict_retries(events, tenant, part, item_by_item)
+                .await
+            {
                 Ok(outcomes) => out.extend(outcomes),
                 Err(TxError::Failure(DbFailure::Unavailable, e)) => {
                     warn!(tenant = %tenant, error = %e, "database unavailable; holding the batch");
@@ -208,11 +226,16 @@ impl Processor {
                         let mid = lo + (hi - lo) / 2;
                         todo.push((mid, hi, false));
                         todo.push((lo, mid, false));
-                    } else if !item_by_item && matches!(&part[0].payload, Payload::History(items) if items.len() > 1) {
+                    } else if !item_by_item
+                        && matches!(&part[0].payload, Payload::History(items) if items.len() > 1)
+                    {
                         todo.push((lo, hi, true));
                     } else {
                         warn!(tenant = %tenant, seq = events[part[0].idx].stream_sequence, error = %e, "database refused the event");
-                        out.push((part[0].idx, Outcome::DeadLetter(DeadLetter::new(ErrorType::DatabasePermanent, e))));
+                        out.push((
+                            part[0].idx,
+                            Outcome::DeadLetter(DeadLetter::new(ErrorType::DatabasePermanent, e)),
+                        ));
                     }
                 }
                 Err(TxError::Failure(_, e)) => {
@@ -225,17 +248,24 @@ impl Processor {
     }
 
     /// Schema and partitions; `Ok(Err(reason))` is a transient failure of these events.
-    async fn prepare(&self, tenant: &TenantId, decoded: &[Decoded]) -> Result<Result<(), String>, Unavailable> {
+    async fn prepare(
+        &self,
+        tenant: &TenantId,
+        decoded: &[Decoded],
+    ) -> Result<Result<(), String>, Unavailable> {
         let schema = match self.schemas.ensure(tenant).await {
             Ok(()) => Ok(()),
-            Err(SchemaError::NotMigrated(s)) => return Ok(Err(format!("schema {s} is not migrated"))),
+            Err(SchemaError::NotMigrated(s)) => {
+                return Ok(Err(format!("schema {s} is not migrated")))
+            }
             Err(SchemaError::Db(e)) => Err(e),
         };
         let result = match schema {
-            Ok(()) => self
-                .schemas
-                .ensure_partitions(tenant, decoded.iter().flat_map(Decoded::message_dates))
-                .await,
+            Ok(()) => {
+                self.schemas
+                    .ensure_partitions(tenant, decoded.iter().flat_map(Decoded::message_dates))
+                    .await
+            }
             Err(e) => Err(e),
         };
         match result {
@@ -250,11 +280,24 @@ impl Processor {
         }
     }
 
-    fn all_transient(&self, events: &[InboundEvent], part: &[Decoded], reason: &str) -> Vec<(usize, Outcome)> {
-        part.iter().map(|d| (d.idx, self.transient(&events[d.idx], reason))).collect()
+    fn all_transient(
+        &self,
+        events: &[InboundEvent],
+        part: &[Decoded],
+        reason: &str,
+    ) -> Vec<(usize, Outcome)> {
+        part.iter()
+            .map(|d| (d.idx, self.transient(&events[d.idx], reason)))
+            .collect()
     }
 
-    async fn write_with_conflict_retries(&self, events: &[InboundEvent], tenant: &TenantId, part: &[Decoded], item_by_item: bool) -> Result<Vec<(usize, Outcome)>, TxError> {
+    async fn write_with_conflict_retries(
+        &self,
+        events: &[InboundEvent],
+        tenant: &TenantId,
+        part: &[Decoded],
+        item_by_item: bool,
+    ) -> Result<Vec<(usize, Outcome)>, TxError> {
         let mut attempt = 1;
         loop {
             match self.write_tx(events, tenant, part, item_by_item).await {
@@ -262,20 +305,34 @@ impl Processor {
                     debug!(tenant = %tenant, attempt, error = %e, "write conflict; running again");
                     attempt += 1;
                 }
-                Err(TxError::Failure(DbFailure::Conflict, e)) => return Err(TxError::Failure(DbFailure::Transient, e)),
+                Err(TxError::Failure(DbFailure::Conflict, e)) => {
+                    return Err(TxError::Failure(DbFailure::Transient, e))
+                }
                 other => return other,
             }
         }
     }
 
     /// One tenant transaction: skip what the inbox has seen, write the rest, record it.
-    async fn write_tx(&self, events: &[InboundEvent], tenant: &TenantId, part: &[Decoded], item_by_item: bool) -> Result<Vec<(usize, Outcome)>, TxError> {
+    async fn write_tx(
+        &self,
+        events: &[InboundEvent],
+        tenant: &TenantId,
+        part: &[Decoded],
+        item_by_item: bool,
+    ) -> Result<Vec<(usize, Outcome)>, TxError> {
         let mut tx = tenant_tx::begin(&self.pool, tenant, self.settings.lock_timeout).await?;
         let keys: Vec<StreamKey> = part.iter().map(|d| stream_key(&events[d.idx])).collect();
         let seen = inbox::processed(&mut tx, &keys).await?;
-        let fresh: Vec<&Decoded> = part.iter().zip(&keys).filter(|(_, k)| !seen.contains_key(*k)).map(|(d, _)| d).collect();
+        let fresh: Vec<&Decoded> = part
+            .iter()
+            .zip(&keys)
+            .filter(|(_, k)| !seen.contains_key(*k))
+            .map(|(d, _)| d)
+            .collect();
 
-        let mut dead_items: HashMap<usize, Vec<DeadLetter>> = fresh.iter().map(|d| (d.idx, d.invalid_items())).collect();
+        let mut dead_items: HashMap<usize, Vec<DeadLetter>> =
+            fresh.iter().map(|d| (d.idx, d.invalid_items())).collect();
         let not_found: HashSet<usize> = if item_by_item {
             // One history event whose batch write the database refused: find the items to blame.
             let d = fresh.first().copied();
@@ -283,14 +340,23 @@ impl Processor {
                 sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
                 let plan = Plan::new([(d.expect("event"), unit)]);
                 match plan.execute(&mut tx, tenant.as_str()).await {
-                    Ok(_) => sqlx::query("RELEASE SAVEPOINT item").execute(&mut *tx).await?,
+                    Ok(_) => {
+                        sqlx::query("RELEASE SAVEPOINT item")
+                            .execute(&mut *tx)
+                            .await?
+                    }
                     Err(e) if classify(&e) == DbFailure::Permanent => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT item").execute(&mut *tx).await?;
-                        dead_items.entry(d.expect("event").idx).or_default().push(DeadLetter {
-                            error_type: ErrorType::DatabasePermanent,
-                            error: e.to_string(),
-                            item_index: item,
-                        });
+                        sqlx::query("ROLLBACK TO SAVEPOINT item")
+                            .execute(&mut *tx)
+                            .await?;
+                        dead_items
+                            .entry(d.expect("event").idx)
+                            .or_default()
+                            .push(DeadLetter {
+                                error_type: ErrorType::DatabasePermanent,
+                                error: e.to_string(),
+                                item_index: item,
+                            });
                         continue;
                     }
                     Err(e) => return Err(e.into()),
@@ -298,8 +364,15 @@ impl Processor {
             }
             HashSet::new()
         } else {
-            let plan = Plan::new(fresh.iter().flat_map(|d| d.units().map(move |(_, u)| (*d, u))));
-            plan.execute(&mut tx, tenant.as_str()).await?.into_iter().collect()
+            let plan = Plan::new(
+                fresh
+                    .iter()
+                    .flat_map(|d| d.units().map(move |(_, u)| (*d, u))),
+            );
+            plan.execute(&mut tx, tenant.as_str())
+                .await?
+                .into_iter()
+                .collect()
         };
 
         let mut record = Vec::with_capacity(fresh.len());
@@ -307,14 +380,21 @@ impl Processor {
         for (d, key) in part.iter().zip(&keys) {
             let event = &events[d.idx];
             let outcome = if let Some(dead) = seen.get(key) {
-                debug!(seq = event.stream_sequence, "duplicate delivery; effects already committed");
-                let items: Vec<DeadLetter> = dead.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+                debug!(
+                    seq = event.stream_sequence,
+                    "duplicate delivery; effects already committed"
+                );
+                let items: Vec<DeadLetter> = dead
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default();
                 ack(items)
             } else if not_found.contains(&d.idx) {
                 self.transient(event, "message to update not found yet")
             } else {
                 let items = dead_items.remove(&d.idx).unwrap_or_default();
-                let json = (!items.is_empty()).then(|| serde_json::to_string(&items).expect("dead items serialise"));
+                let json = (!items.is_empty())
+                    .then(|| serde_json::to_string(&items).expect("dead items serialise"));
                 record.push((key, json));
                 ack(items)
             };

@@ -45,18 +45,25 @@ impl<'a> ChatRows<'a> {
         let (phone, is_group) = if delta {
             (c.phone_number.as_deref(), c.is_group)
         } else {
-            (c.phone_number.as_deref().or(derived_phone), c.is_group.or(derived_group))
+            (
+                c.phone_number.as_deref().or(derived_phone),
+                c.is_group.or(derived_group),
+            )
         };
         let placeholder = |name: Option<&str>| {
-            name.is_some_and(|n| is_placeholder_name(n, phone.or(derived_phone), Some(&c.chat_id), jid))
+            name.is_some_and(|n| {
+                is_placeholder_name(n, phone.or(derived_phone), Some(&c.chat_id), jid)
+            })
         };
         self.chat_id.push(&c.chat_id);
         self.jid.push(jid);
         self.push_name.push(c.push_name.as_deref());
-        self.push_placeholder.push(placeholder(c.push_name.as_deref()));
+        self.push_placeholder
+            .push(placeholder(c.push_name.as_deref()));
         self.custom_name.push(c.custom_name.as_deref());
         self.group_name.push(c.group_name.as_deref());
-        self.group_placeholder.push(placeholder(c.group_name.as_deref()));
+        self.group_placeholder
+            .push(placeholder(c.group_name.as_deref()));
         self.phone_number.push(phone);
         self.agent_id.push(c.agent_id.as_deref());
         self.assigned_to.push(c.assigned_to.as_deref());
@@ -64,9 +71,11 @@ impl<'a> ChatRows<'a> {
         self.not_spam.push(c.not_spam);
         self.unread.push(c.unread_count);
         self.delta.push(delta);
-        self.last_message.push(c.last_message.as_deref().map(|r| r.get()));
+        self.last_message
+            .push(c.last_message.as_deref().map(|r| r.get()));
         self.conversation_timestamp.push(c.conversation_timestamp);
-        self.insert_phone.push(derived_phone.or(Some(chat_id_suffix(&c.chat_id))));
+        self.insert_phone
+            .push(derived_phone.or(Some(chat_id_suffix(&c.chat_id))));
         self.insert_is_group.push(derived_group);
         self.meta.push(meta);
     }
@@ -181,7 +190,13 @@ pub struct ChatEnsureRows<'a> {
 }
 
 impl<'a> ChatEnsureRows<'a> {
-    pub fn push(&mut self, chat_id: &'a str, jid: Option<&'a str>, agent_id: Option<&'a str>, meta: &'a str) {
+    pub fn push(
+        &mut self,
+        chat_id: &'a str,
+        jid: Option<&'a str>,
+        agent_id: Option<&'a str>,
+        meta: &'a str,
+    ) {
         let phone = match jid {
             Some(j) => phone_from_jid(j),
             None => Some(chat_id_suffix(chat_id)),

@@ -40,11 +40,10 @@ impl<'a> ContactRows<'a> {
         self.agent_id.push(&c.agent_id);
         self.chat_id.push(c.chat_id.as_deref());
         self.push_name.push(c.push_name.as_deref());
-        self.push_placeholder.push(
-            c.push_name
-                .as_deref()
-                .is_some_and(|n| is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)),
-        );
+        self.push_placeholder
+            .push(c.push_name.as_deref().is_some_and(|n| {
+                is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)
+            }));
         self.custom_name.push(c.custom_name.as_deref());
         self.contact_type.push(c.contact_type.as_deref());
         self.notes.push(c.notes.as_deref());

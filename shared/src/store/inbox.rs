@@ -12,7 +12,10 @@ pub struct StreamKey {
 }
 
 /// Returns the keys already processed, with the dead items recorded for each (JSON text).
-pub async fn processed(conn: &mut PgConnection, keys: &[StreamKey]) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
+pub async fn processed(
+    conn: &mut PgConnection,
+    keys: &[StreamKey],
+) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
@@ -35,7 +38,10 @@ pub async fn processed(conn: &mut PgConnection, keys: &[StreamKey]) -> Result<Ha
 }
 
 /// Records keys as processed, each with its dead items (JSON text) if any.
-pub async fn record(conn: &mut PgConnection, keys: &[(&StreamKey, Option<String>)]) -> Result<(), sqlx::Error> {
+pub async fn record(
+    conn: &mut PgConnection,
+    keys: &[(&StreamKey, Option<String>)],
+) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -56,11 +62,16 @@ pub async fn record(conn: &mut PgConnection, keys: &[(&StreamKey, Option<String>
 
 /// Forgets inbox rows older than `max_age` (beyond the streams' retention nothing can be
 /// redelivered). Returns how many rows were removed.
-pub async fn prune(conn: &mut PgConnection, max_age: std::time::Duration) -> Result<u64, sqlx::Error> {
+pub async fn prune(
+    conn: &mut PgConnection,
+    max_age: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
     let secs = max_age.as_secs_f64();
-    let done = sqlx::query::<Postgres>("DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)")
-        .bind(secs)
-        .execute(conn)
-        .await?;
+    let done = sqlx::query::<Postgres>(
+        "DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs)
+    .execute(conn)
+    .await?;
     Ok(done.rows_affected())
 }

@@ -11,4 +11,4 @@ pub mod messages;
 pub mod schema;
 pub mod tenant_tx;
 
-pub use schema::{Schemas, SchemaError, MIGRATIONS, SYSTEM_SCHEMA};
+pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};

@@ -73,14 +73,24 @@ impl Schemas {
     }
 
     /// Makes sure a `messages` partition exists for every month of `dates`.
-    pub async fn ensure_partitions(&self, tenant: &TenantId, dates: impl IntoIterator<Item = NaiveDate>) -> Result<(), sqlx::Error> {
+    pub async fn ensure_partitions(
+        &self,
+        tenant: &TenantId,
+        dates: impl IntoIterator<Item = NaiveDate>,
+    ) -> Result<(), sqlx::Error> {
         let schema = tenant.schema_name();
-        let mut months: Vec<i32> = dates.into_iter().map(|d| d.year() * 12 + d.month0() as i32).collect();
+        let mut months: Vec<i32> = dates
+            .into_iter()
+            .map(|d| d.year() * 12 + d.month0() as i32)
+            .collect();
         months.sort_unstable();
         months.dedup();
         let missing: Vec<i32> = {
             let known = self.partitions.lock().expect("lock");
-            months.into_iter().filter(|m| !known.contains(&(schema.clone(), *m))).collect()
+            months
+                .into_iter()
+                .filter(|m| !known.contains(&(schema.clone(), *m)))
+                .collect()
         };
         if missing.is_empty() {
             return Ok(());
@@ -110,12 +120,16 @@ impl Schemas {
     pub fn forget(&self, tenant: &TenantId) {
         let schema = tenant.schema_name();
         self.ready.lock().expect("lock").remove(&schema);
-        self.partitions.lock().expect("lock").retain(|(s, _)| *s != schema);
+        self.partitions
+            .lock()
+            .expect("lock")
+            .retain(|(s, _)| *s != schema);
     }
 }
 
 fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {
-    let date = |m: i32| NaiveDate::from_ymd_opt(m / 12, (m % 12 + 1) as u32, 1).expect("valid month");
+    let date =
+        |m: i32| NaiveDate::from_ymd_opt(m / 12, (m % 12 + 1) as u32, 1).expect("valid month");
     (date(month), date(month + 1))
 }
 
@@ -152,7 +166,12 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
             .bind(m.name)
             .execute(&mut *tx)
             .await?;
-        tracing::info!(schema, version = m.version, name = m.name, "applied migration");
+        tracing::info!(
+            schema,
+            version = m.version,
+            name = m.name,
+            "applied migration"
+        );
     }
     tx.commit().await
 }
@@ -168,15 +187,20 @@ pub async fn applied_version(pool: &PgPool, schema: &str) -> Result<i32, sqlx::E
     if !exists {
         return Ok(0);
     }
-    let sql = format!("SELECT COALESCE(max(version), 0) FROM {}.schema_migrations", quote_ident(schema));
+    let sql = format!(
+        "SELECT COALESCE(max(version), 0) FROM {}.schema_migrations",
+        quote_ident(schema)
+    );
     sqlx::query_scalar(&sql).fetch_one(pool).await
 }
 
 /// Tenant schemas present in the database (`daisi_*`).
 pub async fn tenant_schemas(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'daisi\\_%' ORDER BY 1")
-        .fetch_all(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'daisi\\_%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
 }
 
 #[cfg(test)]
@@ -186,6 +210,12 @@ mod tests {
     #[test]
     fn month_bounds_wrap_years() {
         let m = 2024 * 12 + 11; // December 2024
-        assert_eq!(month_bounds(m), (NaiveDate::from_ymd_opt(2024, 12, 1).unwrap(), NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()));
+        assert_eq!(
+            month_bounds(m),
+            (
+                NaiveDate::from_ymd_opt(2024, 12, 1).unwrap(),
+                NaiveDate::from_ymd_opt(2025, 1, 1).unwrap()
+            )
+        );
     }
 }

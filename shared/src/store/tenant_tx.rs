@@ -11,7 +11,11 @@ use crate::model::TenantId;
 /// as an error instead of a hang), and the tenant's advisory lock, which serialises writers of
 /// one tenant across processes so that set-based "update, then insert the rest" statements
 /// cannot race.
-pub async fn begin(pool: &PgPool, tenant: &TenantId, lock_timeout: Duration) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+pub async fn begin(
+    pool: &PgPool,
+    tenant: &TenantId,
+    lock_timeout: Duration,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     sqlx::query::<Postgres>(
         "SELECT set_config('search_path', $1, true),
