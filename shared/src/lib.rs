@@ -3,9 +3,16 @@
 //! * [`model`]: subjects, tenants, the typed payload of each subject, the DLQ envelope.
 //! * [`pipeline`]: `process_batch`, inbound events in, one `Outcome` per event out.
 //! * [`store`]: Postgres: tenant schemas and migrations, set-based writes, the inbox.
-//! * [`config`]: settings read once from the environment by the binaries.
+//! * [`transport`]: the JetStream pull runner, streams and consumers, DLQ publishing.
+//! * [`app`]: what every function binary does, from settings to shutdown.
+//! * [`config`], [`telemetry`], [`metrics`], [`http`]: settings, logs, metrics, health.
 
+pub mod app;
 pub mod config;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod telemetry;
+pub mod transport;

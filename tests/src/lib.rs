@@ -1,6 +1,12 @@
 //! Test harness: real Postgres (and, for end-to-end tests, real NATS), fresh tenants per test,
 //! the producer fixtures, and helpers to build inbound events and read rows back.
 
+pub mod broker;
+pub mod expect;
+pub mod functions;
+pub mod servers;
+pub mod stack;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

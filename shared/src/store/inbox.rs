@@ -75,3 +75,18 @@ pub async fn prune(
     .await?;
     Ok(done.rows_affected())
 }
+
+/// [`prune`] in every tenant schema.
+pub async fn prune_all(pool: &sqlx::PgPool, max_age: std::time::Duration) -> Result<u64, sqlx::Error> {
+    let mut total = 0;
+    for schema in super::schema::tenant_schemas(pool).await? {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT set_config('search_path', $1, true)")
+            .bind(crate::model::quote_ident(&schema))
+            .execute(&mut *tx)
+            .await?;
+        total += prune(&mut tx, max_age).await?;
+        tx.commit().await?;
+    }
+    Ok(total)
+}

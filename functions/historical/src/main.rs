@@ -1,0 +1,7 @@
+//! `wa-historical`: the historical function (standalone JetStream consumer).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    wa_shared::app::main(&wa_shared::app::HISTORICAL)
+}

@@ -1,0 +1,96 @@
+//! One end-to-end test's world: a private NATS, the test database, a fresh tenant, and the
+//! function binaries started against them.
+
+use async_nats::jetstream::Context;
+use serde_json::Value;
+use sqlx::PgPool;
+use wa_shared::model::EventKind;
+
+use crate::broker::{self, StoredDeadLetter};
+use crate::functions::Function;
+use crate::servers::PrivateNats;
+use crate::{database_url, fixture_lines, pool, unique_tenant};
+
+pub struct Stack {
+    pub nats: PrivateNats,
+    pub js: Context,
+    pub pool: PgPool,
+    pub tenant: String,
+    pub database_url: String,
+}
+
+impl Stack {
+    pub async fn new(prefix: &str) -> Self {
+        let nats = PrivateNats::start();
+        let js = broker::jetstream(&nats.url()).await;
+        Stack {
+            js,
+            nats,
+            pool: pool().await,
+            tenant: unique_tenant(prefix),
+            database_url: database_url(),
+        }
+    }
+
+    /// The variables every function gets in this stack.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("NATS_URL", self.nats.url()),
+            ("DATABASE_URL", self.database_url.clone()),
+            ("LOG_FORMAT", "json".into()),
+        ]
+    }
+
+    /// Starts a function binary with the stack's variables plus `extra`, and waits until ready.
+    pub async fn start(&self, bin: &str, extra: &[(&'static str, &str)]) -> Function {
+        let mut env = self.env();
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push((k, v.to_string()));
+        }
+        let f = Function::start(bin, &env);
+        f.wait_ready().await;
+        f
+    }
+
+    pub fn subject(&self, kind: EventKind) -> String {
+        format!("{}.{}", kind.base(), self.tenant)
+    }
+
+    pub async fn publish(&self, kind: EventKind, body: Value) -> u64 {
+        broker::publish(&self.js, &self.subject(kind), serde_json::to_vec(&body).expect("json")).await
+    }
+
+    pub async fn publish_raw(&self, subject: &str, body: impl Into<bytes::Bytes>) -> u64 {
+        broker::publish(&self.js, subject, body).await
+    }
+
+    /// Publishes every producer fixture, in the producer's order.
+    pub async fn publish_fixtures(&self) -> usize {
+        let mut n = 0;
+        for kind in crate::expect::FIXTURE_ORDER {
+            for line in fixture_lines(kind, &self.tenant) {
+                self.publish_raw(&self.subject(kind), line.into_bytes()).await;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Dead letters stored for this tenant.
+    pub async fn dead_letters(&self) -> Vec<StoredDeadLetter> {
+        broker::dead_letters(&self.js, &format!("v1.dlq.{}", self.tenant)).await
+    }
+
+    /// A count from the tenant's schema, or 0 while the schema does not exist.
+    pub async fn count(&self, sql: &str) -> i64 {
+        let schema = format!("\"daisi_{}\"", self.tenant.to_ascii_lowercase());
+        let mut conn = self.pool.acquire().await.expect("conn");
+        if sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut *conn).await.is_err() {
+            return 0;
+        }
+        let n: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.ok().flatten();
+        let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
+        n.unwrap_or(0)
+    }
+}
