@@ -265,6 +265,7 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
             batch_max_wait: settings.batch_max_wait,
             batch_max_bytes: settings.batch_max_bytes,
             keepalive,
+            only_tenant: settings.company.as_ref().map(|t| t.as_str().to_owned()),
         },
         metrics: EventMetrics::new(spec.metrics_prefix, spec.consumer_type),
     }

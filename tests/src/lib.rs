@@ -6,6 +6,7 @@ pub mod expect;
 pub mod functions;
 pub mod servers;
 pub mod stack;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

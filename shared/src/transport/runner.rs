@@ -31,6 +31,9 @@ pub struct RunnerSettings {
     pub batch_max_bytes: usize,
     /// How often messages held by the runner get an in-progress ack.
     pub keepalive: Duration,
+    /// With `COMPANY_ID`: events of other tenants are left to their own consumers
+    /// (acknowledged here without processing) when the server could not filter them out.
+    pub only_tenant: Option<String>,
 }
 
 /// Messages this process holds (fetched, not yet settled), kept alive with in-progress acks.
@@ -243,7 +246,20 @@ impl Runner {
         Some(Delivery { event, reply, held })
     }
 
-    async fn handle(&self, batch: Vec<Delivery>, held: &Held, shutdown: &watch::Receiver<bool>) {
+    async fn handle(&self, mut batch: Vec<Delivery>, held: &Held, shutdown: &watch::Receiver<bool>) {
+        if let Some(tenant) = &self.settings.only_tenant {
+            let (ours, foreign): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|d| crate::model::Subject::last_token(&d.event.subject) == tenant);
+            for d in foreign {
+                let _ = self.client.publish(d.reply, Settlement::Ack.payload()).await;
+                held.release(d.held);
+            }
+            batch = ours;
+            if batch.is_empty() {
+                return;
+            }
+        }
         let span = info_span!("batch", consumer = %self.settings.consumer, size = batch.len());
         async {
             let started = Instant::now();

@@ -115,8 +115,19 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
     };
-    stream
-        .create_consumer(config)
-        .await
-        .map_err(|e| fail(format!("cannot be created or updated in place: {e}")))
+    match stream.create_consumer(config.clone()).await {
+        Ok(c) => Ok(c),
+        // nats-server 2.9 accepts only filters that are a subset of one stream subject, so
+        // `v1.*.*.<company>` is refused on the event streams: take the whole stream instead
+        // (the runner leaves other tenants' events to their own consumers).
+        Err(e) if !config.filter_subject.is_empty() && e.to_string().contains("10093") => {
+            tracing::warn!(consumer = %spec.durable, filter = %config.filter_subject, "the server refuses this filter subject; consuming the whole stream and skipping other tenants");
+            let config = pull::Config { filter_subject: String::new(), ..config };
+            stream
+                .create_consumer(config)
+                .await
+                .map_err(|e| fail(format!("cannot be created or updated in place: {e}")))
+        }
+        Err(e) => Err(fail(format!("cannot be created or updated in place: {e}"))),
+    }
 }
