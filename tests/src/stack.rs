@@ -32,6 +32,13 @@ impl Stack {
         }
     }
 
+    /// Creates the streams the way the functions do, so events can be published first.
+    pub async fn create_streams(&self) {
+        for spec in wa_shared::transport::streams::stream_specs(1, std::time::Duration::from_secs(7 * 86400)) {
+            wa_shared::transport::streams::ensure_stream(&self.js, &spec).await.expect("create stream");
+        }
+    }
+
     /// The variables every function gets in this stack.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
