@@ -11,6 +11,14 @@ default:
 stack:
     bash scripts/local-stack.sh
 
+# Run every function against the local stack (starting NATS + Postgres if needed) until Ctrl-C.
+run:
+    bash scripts/run-local.sh
+
+# Run the functions, publish the producer fixtures for company DEMO, and show what landed.
+demo:
+    bash scripts/demo.sh
+
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
 test: stack
     cargo fmt --all --check

@@ -67,19 +67,71 @@ pub const HISTORICAL: FunctionSpec = FunctionSpec {
 
 /// Variables of the standalone runner, beyond [`COMMON_VARS`].
 pub const RUNNER_VARS: &[Var] = &[
-    Var { name: "NATS_URL", default: "nats://127.0.0.1:4222", help: "NATS server(s), comma-separated" },
-    Var { name: "NATS_USER / NATS_PASSWORD", default: "", help: "NATS user credentials" },
-    Var { name: "NATS_TOKEN", default: "", help: "NATS token" },
-    Var { name: "NATS_CREDS", default: "", help: "path of a NATS .creds file" },
-    Var { name: "BATCH_SIZE", default: "256", help: "messages per fetch" },
-    Var { name: "BATCH_MAX_WAIT", default: "500ms", help: "how long an empty fetch waits for messages" },
-    Var { name: "BATCH_MAX_BYTES", default: "4194304", help: "bytes per fetch" },
-    Var { name: "STREAM_REPLICAS", default: "1", help: "replicas of the streams (3 on a JetStream cluster)" },
-    Var { name: "DLQ_MAX_AGE", default: "7d", help: "how long dead letters are kept in dlq_stream" },
-    Var { name: "INBOX_RETENTION", default: "30d", help: "how long processed-message ids are kept for deduplication" },
-    Var { name: "HTTP_PORT", default: "per function (8081..8085)", help: "port of /health, /ready, /metrics; 0 disables" },
-    Var { name: "LOG_LEVEL", default: "info", help: "error, warn, info, debug, trace, or a tracing filter" },
-    Var { name: "LOG_FORMAT", default: "json", help: "json or pretty" },
+    Var {
+        name: "NATS_URL",
+        default: "nats://127.0.0.1:4222",
+        help: "NATS server(s), comma-separated",
+    },
+    Var {
+        name: "NATS_USER / NATS_PASSWORD",
+        default: "",
+        help: "NATS user credentials",
+    },
+    Var {
+        name: "NATS_TOKEN",
+        default: "",
+        help: "NATS token",
+    },
+    Var {
+        name: "NATS_CREDS",
+        default: "",
+        help: "path of a NATS .creds file",
+    },
+    Var {
+        name: "BATCH_SIZE",
+        default: "256",
+        help: "messages per fetch",
+    },
+    Var {
+        name: "BATCH_MAX_WAIT",
+        default: "500ms",
+        help: "how long an empty fetch waits for messages",
+    },
+    Var {
+        name: "BATCH_MAX_BYTES",
+        default: "4194304",
+        help: "bytes per fetch",
+    },
+    Var {
+        name: "STREAM_REPLICAS",
+        default: "1",
+        help: "replicas of the streams (3 on a JetStream cluster)",
+    },
+    Var {
+        name: "DLQ_MAX_AGE",
+        default: "7d",
+        help: "how long dead letters are kept in dlq_stream",
+    },
+    Var {
+        name: "INBOX_RETENTION",
+        default: "30d",
+        help: "how long processed-message ids are kept for deduplication",
+    },
+    Var {
+        name: "HTTP_PORT",
+        default: "per function (8081..8085)",
+        help: "port of /health, /ready, /metrics; 0 disables",
+    },
+    Var {
+        name: "LOG_LEVEL",
+        default: "info",
+        help: "error, warn, info, debug, trace, or a tracing filter",
+    },
+    Var {
+        name: "LOG_FORMAT",
+        default: "json",
+        help: "json or pretty",
+    },
 ];
 
 /// Everything a function reads from the environment.
@@ -101,14 +153,26 @@ pub struct FunctionSettings {
 
 impl FunctionSettings {
     pub fn from_env(spec: &FunctionSpec, env: &Env) -> Result<Self, ConfigError> {
-        let backoff: Vec<Duration> = spec.backoff_secs.iter().map(|s| Duration::from_secs(*s)).collect();
+        let backoff: Vec<Duration> = spec
+            .backoff_secs
+            .iter()
+            .map(|s| Duration::from_secs(*s))
+            .collect();
         let batch_size = env.parse("BATCH_SIZE", 256usize)?;
         if batch_size == 0 {
-            return Err(ConfigError { var: "BATCH_SIZE", value: "0".into(), reason: "must be at least 1".into() });
+            return Err(ConfigError {
+                var: "BATCH_SIZE",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         let stream_replicas = env.parse("STREAM_REPLICAS", 1usize)?;
         if !(1..=5).contains(&stream_replicas) {
-            return Err(ConfigError { var: "STREAM_REPLICAS", value: stream_replicas.to_string(), reason: "must be 1 to 5".into() });
+            return Err(ConfigError {
+                var: "STREAM_REPLICAS",
+                value: stream_replicas.to_string(),
+                reason: "must be 1 to 5".into(),
+            });
         }
         Ok(FunctionSettings {
             nats: NatsSettings::from_env(env, spec.bin)?,
@@ -149,10 +213,19 @@ impl FunctionSettings {
 pub fn variables_help(extra: &[Var]) -> String {
     let mut out = String::from("Configuration (environment variables):\n");
     for v in COMMON_VARS.iter().chain(RUNNER_VARS).chain(extra) {
-        let default = if v.default.is_empty() { "unset".to_owned() } else { v.default.to_owned() };
-        out.push_str(&format!("  {:<26} {} [default: {}]\n", v.name, v.help, default));
+        let default = if v.default.is_empty() {
+            "unset".to_owned()
+        } else {
+            v.default.to_owned()
+        };
+        out.push_str(&format!(
+            "  {:<26} {} [default: {}]\n",
+            v.name, v.help, default
+        ));
     }
-    out.push_str("\nWith AWS_LAMBDA_RUNTIME_API set, the function runs as an AWS Lambda handler.\n");
+    out.push_str(
+        "\nWith AWS_LAMBDA_RUNTIME_API set, the function runs as an AWS Lambda handler.\n",
+    );
     out
 }
 
@@ -176,7 +249,10 @@ pub fn main(spec: &FunctionSpec) -> ExitCode {
         }
     };
     settings.log.init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match runtime.block_on(run_standalone(spec, settings)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -200,7 +276,8 @@ pub fn lazy_pool(db: &DbSettings) -> Result<PgPool, String> {
 pub fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -212,7 +289,10 @@ pub fn shutdown_signal() -> watch::Receiver<bool> {
 }
 
 /// Connects to NATS, retrying until it answers or shutdown is requested.
-pub async fn connect_nats(settings: &NatsSettings, shutdown: &mut watch::Receiver<bool>) -> Option<async_nats::Client> {
+pub async fn connect_nats(
+    settings: &NatsSettings,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<async_nats::Client> {
     let mut attempt = 0u32;
     loop {
         match settings.connect().await {
@@ -237,7 +317,9 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
     let pool = lazy_pool(&settings.db)?;
     let ready = Readiness::new(pool.clone(), Some(prometheus));
     if settings.http_port != 0 {
-        http::serve(settings.http_port, ready.clone()).await.map_err(|e| format!("HTTP_PORT {}: {e}", settings.http_port))?;
+        http::serve(settings.http_port, ready.clone())
+            .await
+            .map_err(|e| format!("HTTP_PORT {}: {e}", settings.http_port))?;
     }
     let Some(client) = connect_nats(&settings.nats, &mut shutdown).await else {
         return Ok(());
@@ -246,13 +328,20 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
     let js = async_nats::jetstream::new(client.clone());
     let consumer_spec = settings.consumer(spec);
     let consumer = setup(&js, &settings, &consumer_spec, &mut shutdown).await?;
-    let Some(consumer) = consumer else { return Ok(()) };
+    let Some(consumer) = consumer else {
+        return Ok(());
+    };
     ready.bound.store(true, Ordering::Relaxed);
     tokio::spawn(prune_inboxes(pool.clone(), settings.inbox_retention));
     info!(bin = spec.bin, consumer = %consumer_spec.durable, stream = spec.stream, filter = %consumer_spec.filter, "started");
 
     let processor = Arc::new(Processor::new(pool, settings.processor.clone()));
-    let keepalive = consumer_spec.backoff.first().copied().unwrap_or(Duration::from_secs(30)) / 2;
+    let keepalive = consumer_spec
+        .backoff
+        .first()
+        .copied()
+        .unwrap_or(Duration::from_secs(30))
+        / 2;
     Runner {
         client,
         js,

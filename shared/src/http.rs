@@ -65,7 +65,10 @@ async fn ready(State(state): State<Arc<Readiness>>) -> (StatusCode, String) {
 async fn metrics(State(state): State<Arc<Readiness>>) -> (StatusCode, String) {
     match &state.metrics {
         Some(handle) => (StatusCode::OK, handle.render()),
-        None => (StatusCode::NOT_FOUND, "metrics are not exported by Prometheus here".into()),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not exported by Prometheus here".into(),
+        ),
     }
 }
 

@@ -15,7 +15,9 @@ use crate::pipeline::{InboundEvent, Outcome};
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
 pub fn install_prometheus() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
-        .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        .set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())
@@ -54,7 +56,8 @@ impl EventMetrics {
     }
 
     pub fn batch(&self, size: usize) {
-        histogram!(self.batch_size.clone(), "consumer_type" => self.consumer_type).record(size as f64);
+        histogram!(self.batch_size.clone(), "consumer_type" => self.consumer_type)
+            .record(size as f64);
     }
 
     pub fn held(&self) {
@@ -73,7 +76,13 @@ impl EventMetrics {
     pub fn settled(&self, events: &[InboundEvent], outcomes: &[Outcome], elapsed: Duration) {
         let mut groups: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
         for (e, o) in events.iter().zip(outcomes) {
-            *groups.entry((event_type(&e.subject), Subject::last_token(&e.subject), o.action())).or_default() += 1;
+            *groups
+                .entry((
+                    event_type(&e.subject),
+                    Subject::last_token(&e.subject),
+                    o.action(),
+                ))
+                .or_default() += 1;
         }
         for ((event_type, company, action), n) in groups {
             let labels = [

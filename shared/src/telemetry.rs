@@ -23,10 +23,15 @@ impl LogSettings {
             return Err(ConfigError {
                 var: "LOG_LEVEL",
                 value: filter,
-                reason: "expected a level (error, warn, info, debug, trace) or a tracing filter".into(),
+                reason: "expected a level (error, warn, info, debug, trace) or a tracing filter"
+                    .into(),
             });
         }
-        let format = match env.get("LOG_FORMAT").map(str::to_ascii_lowercase).as_deref() {
+        let format = match env
+            .get("LOG_FORMAT")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("json") => LogFormat::Json,
             Some("pretty" | "text") => LogFormat::Pretty,
             Some(other) => {
@@ -49,9 +54,15 @@ impl LogSettings {
             format!("{},sqlx::postgres::notice=warn", self.filter)
         };
         let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-        let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stdout);
         let _ = match self.format {
-            LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .try_init(),
             LogFormat::Pretty => builder.compact().try_init(),
         };
     }

@@ -30,7 +30,10 @@ pub async fn publish(js: &Context, subject: &str, body: impl Into<bytes::Bytes>)
 pub async fn wait_for_stream(js: &Context, name: &str) {
     let start = std::time::Instant::now();
     while js.get_stream(name).await.is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "stream {name} never appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "stream {name} never appeared"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -61,13 +64,23 @@ pub async fn dead_letters(js: &Context, subject: &str) -> Vec<StoredDeadLetter> 
         .expect("ephemeral consumer");
     let mut out = Vec::new();
     loop {
-        let mut batch = consumer.fetch().max_messages(500).expires(Duration::from_millis(300)).messages().await.expect("fetch");
+        let mut batch = consumer
+            .fetch()
+            .max_messages(500)
+            .expires(Duration::from_millis(300))
+            .messages()
+            .await
+            .expect("fetch");
         let mut got = 0;
         while let Some(Ok(m)) = batch.next().await {
             got += 1;
             out.push(StoredDeadLetter {
                 subject: m.subject.to_string(),
-                msg_id: m.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_owned()),
+                msg_id: m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.as_str().to_owned()),
                 envelope: serde_json::from_slice(&m.payload).expect("envelope is JSON"),
             });
         }

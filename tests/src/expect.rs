@@ -142,7 +142,10 @@ pub async fn assert_fixture_state(pool: &PgPool, tenant: &str) {
     let edit = msg("AGT001_3A77EDIT000000000001").await;
     // Realtime says "editedMessage", history ["extendedTextMessage"]: the later write wins, and
     // the two streams are consumed independently, so either can be last.
-    assert!(["editedMessage", "extendedTextMessage"].contains(&edit["message_type"].as_str().unwrap()), "{edit}");
+    assert!(
+        ["editedMessage", "extendedTextMessage"].contains(&edit["message_type"].as_str().unwrap()),
+        "{edit}"
+    );
     assert_eq!(edit["status"], "3");
     // History re-sent an OUT message already read ("4"): it stays read.
     assert_eq!(msg("AGT001_3AD1E2F3A4B5C6D7E8F9").await["status"], "4");

@@ -11,7 +11,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let path = dir.join(name);
-    assert!(path.exists(), "{} not built: run `cargo build --workspace --bins` (cargo test --workspace does)", path.display());
+    assert!(
+        path.exists(),
+        "{} not built: run `cargo build --workspace --bins` (cargo test --workspace does)",
+        path.display()
+    );
     path
 }
 
@@ -31,7 +35,10 @@ impl Function {
         let mut f = Function {
             name: bin.to_owned(),
             http_port: free_port(),
-            env: env.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             child: None,
             logs: TempDir::new("wa-fn-logs"),
             starts: 0,
@@ -43,11 +50,15 @@ impl Function {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         self.starts += 1;
-        let log = std::fs::File::create(self.logs.path().join(format!("run{}.log", self.starts))).expect("log");
+        let log = std::fs::File::create(self.logs.path().join(format!("run{}.log", self.starts)))
+            .expect("log");
         let mut cmd = Command::new(binary(&self.name));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("LOG_LEVEL", std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "LOG_LEVEL",
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("HTTP_PORT", self.http_port.to_string())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -73,7 +84,9 @@ impl Function {
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self, within: Duration) -> ExitStatus {
         let mut c = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let start = Instant::now();
         loop {
             if let Some(status) = c.try_wait().expect("wait") {
@@ -81,7 +94,11 @@ impl Function {
             }
             if start.elapsed() > within {
                 let _ = c.kill();
-                panic!("{} did not exit within {within:?} of SIGTERM; logs:\n{}", self.name, self.logs());
+                panic!(
+                    "{} did not exit within {within:?} of SIGTERM; logs:\n{}",
+                    self.name,
+                    self.logs()
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -91,7 +108,10 @@ impl Function {
     pub fn logs(&self) -> String {
         let mut out = String::new();
         for i in 1..=self.starts {
-            out.push_str(&std::fs::read_to_string(self.logs.path().join(format!("run{i}.log"))).unwrap_or_default());
+            out.push_str(
+                &std::fs::read_to_string(self.logs.path().join(format!("run{i}.log")))
+                    .unwrap_or_default(),
+            );
         }
         out
     }
@@ -111,7 +131,12 @@ impl Function {
             if let Some(c) = &self.child {
                 assert!(c.id() > 0);
             }
-            assert!(start.elapsed() < Duration::from_secs(30), "{} not ready; logs:\n{}", self.name, self.logs());
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{} not ready; logs:\n{}",
+                self.name,
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -129,12 +154,24 @@ impl Drop for Function {
 /// A minimal HTTP/1.1 GET (no client library needed for three endpoints).
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes()).await.ok()?;
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.ok()?.ok()?;
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Some((status, body))
 }

@@ -8,7 +8,11 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// A temporary directory removed on drop.
@@ -35,7 +39,10 @@ impl Drop for TempDir {
 fn wait_for_port(port: u16, what: &str) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not open port {port}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what} did not open port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -67,7 +74,14 @@ impl PrivateNats {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
         let child = Command::new(nats_server_binary())
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(self.dir.path().join("store"))
             .stdout(Stdio::null())
             .stderr(log)
@@ -115,7 +129,11 @@ fn pg_bin(name: &str) -> String {
 }
 
 fn as_postgres(program: &str) -> Command {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     if root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", program]);
@@ -128,7 +146,10 @@ fn as_postgres(program: &str) -> Command {
 impl PrivatePostgres {
     pub fn start() -> Self {
         let dir = TempDir::new("wa-pg");
-        let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status();
+        let _ = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
         let data = dir.path().join("data");
         let status = as_postgres(&pg_bin("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])

@@ -34,8 +34,13 @@ impl Stack {
 
     /// Creates the streams the way the functions do, so events can be published first.
     pub async fn create_streams(&self) {
-        for spec in wa_shared::transport::streams::stream_specs(1, std::time::Duration::from_secs(7 * 86400)) {
-            wa_shared::transport::streams::ensure_stream(&self.js, &spec).await.expect("create stream");
+        for spec in wa_shared::transport::streams::stream_specs(
+            1,
+            std::time::Duration::from_secs(7 * 86400),
+        ) {
+            wa_shared::transport::streams::ensure_stream(&self.js, &spec)
+                .await
+                .expect("create stream");
         }
     }
 
@@ -65,7 +70,12 @@ impl Stack {
     }
 
     pub async fn publish(&self, kind: EventKind, body: Value) -> u64 {
-        broker::publish(&self.js, &self.subject(kind), serde_json::to_vec(&body).expect("json")).await
+        broker::publish(
+            &self.js,
+            &self.subject(kind),
+            serde_json::to_vec(&body).expect("json"),
+        )
+        .await
     }
 
     pub async fn publish_raw(&self, subject: &str, body: impl Into<bytes::Bytes>) -> u64 {
@@ -77,7 +87,8 @@ impl Stack {
         let mut n = 0;
         for kind in crate::expect::FIXTURE_ORDER {
             for line in fixture_lines(kind, &self.tenant) {
-                self.publish_raw(&self.subject(kind), line.into_bytes()).await;
+                self.publish_raw(&self.subject(kind), line.into_bytes())
+                    .await;
                 n += 1;
             }
         }
@@ -93,10 +104,18 @@ impl Stack {
     pub async fn count(&self, sql: &str) -> i64 {
         let schema = format!("\"daisi_{}\"", self.tenant.to_ascii_lowercase());
         let mut conn = self.pool.acquire().await.expect("conn");
-        if sqlx::query(&format!("SET search_path TO {schema}")).execute(&mut *conn).await.is_err() {
+        if sqlx::query(&format!("SET search_path TO {schema}"))
+            .execute(&mut *conn)
+            .await
+            .is_err()
+        {
             return 0;
         }
-        let n: Option<i64> = sqlx::query_scalar(sql).fetch_one(&mut *conn).await.ok().flatten();
+        let n: Option<i64> = sqlx::query_scalar(sql)
+            .fetch_one(&mut *conn)
+            .await
+            .ok()
+            .flatten();
         let _ = sqlx::query("RESET search_path").execute(&mut *conn).await;
         n.unwrap_or(0)
     }

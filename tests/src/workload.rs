@@ -28,7 +28,11 @@ impl Workload {
             rng ^= rng << 17;
             (rng % bound as u64) as usize
         };
-        let mut w = Workload { events: Vec::with_capacity(n), unread: BTreeMap::new(), status: BTreeMap::new() };
+        let mut w = Workload {
+            events: Vec::with_capacity(n),
+            unread: BTreeMap::new(),
+            status: BTreeMap::new(),
+        };
         let mut messages: Vec<String> = Vec::new();
         while w.events.len() < n {
             let chat = format!("AG_62810{:04}", next(chats));
@@ -36,7 +40,10 @@ impl Workload {
                 0 | 1 => {
                     let delta = 1 + next(2) as i64;
                     *w.unread.entry(chat.clone()).or_default() += delta;
-                    w.events.push((EventKind::ChatUpdate, json!({"chat_id": chat, "agent_id": "AG", "unread_count": delta})));
+                    w.events.push((
+                        EventKind::ChatUpdate,
+                        json!({"chat_id": chat, "agent_id": "AG", "unread_count": delta}),
+                    ));
                 }
                 2 => {
                     let id = format!("M{}", messages.len());
@@ -54,7 +61,10 @@ impl Workload {
                     if status > *best {
                         *best = status.clone();
                     }
-                    w.events.push((EventKind::MessageUpdate, json!({"message_id": id, "status": status})));
+                    w.events.push((
+                        EventKind::MessageUpdate,
+                        json!({"message_id": id, "status": status}),
+                    ));
                 }
                 _ => {}
             }
@@ -68,7 +78,11 @@ impl Workload {
             let mut acks = Vec::with_capacity(chunk.len());
             for (kind, body) in chunk {
                 let subject = format!("{}.{tenant}", kind.base());
-                acks.push(js.publish(subject, serde_json::to_vec(body).expect("json").into()).await.expect("publish"));
+                acks.push(
+                    js.publish(subject, serde_json::to_vec(body).expect("json").into())
+                        .await
+                        .expect("publish"),
+                );
             }
             for ack in acks {
                 ack.await.expect("stored");
@@ -78,17 +92,35 @@ impl Workload {
 
     /// Asserts the tenant's rows equal the exactly-once result.
     pub async fn assert_applied(&self, pool: &PgPool, tenant: &str) {
-        let unread: BTreeMap<String, i64> = rows(pool, tenant, "SELECT chat_id, unread_count FROM chats WHERE unread_count IS NOT NULL")
-            .await
-            .into_iter()
-            .map(|r| (r["chat_id"].as_str().unwrap().to_owned(), r["unread_count"].as_i64().unwrap()))
-            .collect();
-        assert_eq!(unread, self.unread, "unread counts differ from exactly-once application");
-        let status: BTreeMap<String, String> = rows(pool, tenant, "SELECT message_id, status FROM messages")
-            .await
-            .into_iter()
-            .map(|r| (r["message_id"].as_str().unwrap().to_owned(), r["status"].as_str().unwrap().to_owned()))
-            .collect();
+        let unread: BTreeMap<String, i64> = rows(
+            pool,
+            tenant,
+            "SELECT chat_id, unread_count FROM chats WHERE unread_count IS NOT NULL",
+        )
+        .await
+        .into_iter()
+        .map(|r| {
+            (
+                r["chat_id"].as_str().unwrap().to_owned(),
+                r["unread_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+        assert_eq!(
+            unread, self.unread,
+            "unread counts differ from exactly-once application"
+        );
+        let status: BTreeMap<String, String> =
+            rows(pool, tenant, "SELECT message_id, status FROM messages")
+                .await
+                .into_iter()
+                .map(|r| {
+                    (
+                        r["message_id"].as_str().unwrap().to_owned(),
+                        r["status"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
         assert_eq!(status, self.status, "message statuses differ");
     }
 }

@@ -19,13 +19,19 @@ async fn inbox_count(s: &Stack) -> i64 {
 
 async fn wait_all_applied(s: &Stack, w: &Workload) {
     let n = w.events.len() as i64;
-    eventually(WAIT, "every event applied", || async { (inbox_count(s).await == n).then_some(()) }).await;
+    eventually(WAIT, "every event applied", || async {
+        (inbox_count(s).await == n).then_some(())
+    })
+    .await;
     eventually(WAIT, "every message settled", || async {
         (consumer_backlog(&s.js, "wa_events_stream", "wa_realtime").await? == (0, 0)).then_some(())
     })
     .await;
     w.assert_applied(&s.pool, &s.tenant).await;
-    assert!(s.dead_letters().await.is_empty(), "nothing is dead-lettered");
+    assert!(
+        s.dead_letters().await.is_empty(),
+        "nothing is dead-lettered"
+    );
 }
 
 /// Waits until the function's metrics show it holding a batch for an unavailable database.
@@ -33,7 +39,9 @@ async fn wait_until_holding(f: &wa_integration_tests::functions::Function) {
     eventually(WAIT, "the batch to be held", || async {
         let (_, body) = f.get("/metrics").await?;
         body.lines()
-            .any(|l| l.starts_with("message_event_service_batches_held_total") && !l.ends_with(" 0"))
+            .any(|l| {
+                l.starts_with("message_event_service_batches_held_total") && !l.ends_with(" 0")
+            })
             .then_some(())
     })
     .await;
@@ -48,13 +56,19 @@ async fn kill_9_mid_stream_then_restart_applies_every_event_exactly_once() {
     let mut rt = s.start("wa-realtime", &[("BATCH_SIZE", "25")]).await;
     let mut at_kill = Vec::new();
     for threshold in [300, 900, 1500, 2100] {
-        eventually(WAIT, "progress before the next kill", || async { (inbox_count(&s).await >= threshold).then_some(()) }).await;
+        eventually(WAIT, "progress before the next kill", || async {
+            (inbox_count(&s).await >= threshold).then_some(())
+        })
+        .await;
         rt.kill9();
         at_kill.push(inbox_count(&s).await);
         rt.restart();
     }
     eprintln!("applied at each kill: {at_kill:?}");
-    assert!(at_kill.iter().all(|n| *n < 3000), "every kill lands mid-stream: {at_kill:?}");
+    assert!(
+        at_kill.iter().all(|n| *n < 3000),
+        "every kill lands mid-stream: {at_kill:?}"
+    );
     wait_all_applied(&s, &w).await;
 }
 
@@ -77,9 +91,17 @@ async fn sigterm_under_load_exits_0_and_loses_or_repeats_nothing() {
     s.create_streams().await;
     w.publish(&s.js, &s.tenant).await;
     let mut rt = s.start("wa-realtime", &[("BATCH_SIZE", "25")]).await;
-    eventually(WAIT, "some progress", || async { (inbox_count(&s).await >= 500).then_some(()) }).await;
+    eventually(WAIT, "some progress", || async {
+        (inbox_count(&s).await >= 500).then_some(())
+    })
+    .await;
     let status = rt.terminate(Duration::from_secs(20));
-    assert_eq!(status.code(), Some(0), "graceful exit; logs:\n{}", rt.logs());
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "graceful exit; logs:\n{}",
+        rt.logs()
+    );
     let done = inbox_count(&s).await;
     assert!(done < 3000, "stopped mid-stream ({done})");
     rt.restart();
@@ -92,14 +114,20 @@ async fn a_nats_restart_resumes_consumption_and_loses_nothing() {
     let first = Workload::generate(400, 10, 17);
     let rt = s.start("wa-realtime", &[]).await;
     first.publish(&s.js, &s.tenant).await;
-    eventually(WAIT, "first half", || async { (inbox_count(&s).await == 400).then_some(()) }).await;
+    eventually(WAIT, "first half", || async {
+        (inbox_count(&s).await == 400).then_some(())
+    })
+    .await;
     s.nats.stop();
     s.nats.restart();
     rt.wait_ready().await;
     s.js = wa_integration_tests::broker::jetstream(&s.nats.url()).await;
     // The second half continues the same chats and messages.
     let both = Workload::generate(800, 10, 17);
-    let second = Workload { events: both.events[400..].to_vec(), ..Workload::generate(0, 1, 1) };
+    let second = Workload {
+        events: both.events[400..].to_vec(),
+        ..Workload::generate(0, 1, 1)
+    };
     second.publish(&s.js, &s.tenant).await;
     wait_all_applied(&s, &both).await;
 }
@@ -109,41 +137,85 @@ async fn a_postgres_outage_dead_letters_nothing_and_everything_lands_after_recov
     let mut pg = PrivatePostgres::start();
     let mut s = Stack::new("pgdown").await;
     s.database_url = pg.url();
-    s.pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&pg.url()).await.unwrap();
+    s.pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg.url())
+        .await
+        .unwrap();
     let w = Workload::generate(600, 10, 19);
     let rt = s.start("wa-realtime", &[("BATCH_SIZE", "50")]).await;
     let (head, tail) = w.events.split_at(200);
-    Workload { events: head.to_vec(), ..Workload::generate(0, 1, 1) }.publish(&s.js, &s.tenant).await;
-    eventually(WAIT, "events before the outage", || async { (inbox_count(&s).await == 200).then_some(()) }).await;
+    Workload {
+        events: head.to_vec(),
+        ..Workload::generate(0, 1, 1)
+    }
+    .publish(&s.js, &s.tenant)
+    .await;
+    eventually(WAIT, "events before the outage", || async {
+        (inbox_count(&s).await == 200).then_some(())
+    })
+    .await;
     s.pool.close().await;
 
     pg.stop();
-    Workload { events: tail.to_vec(), ..Workload::generate(0, 1, 1) }.publish(&s.js, &s.tenant).await;
+    Workload {
+        events: tail.to_vec(),
+        ..Workload::generate(0, 1, 1)
+    }
+    .publish(&s.js, &s.tenant)
+    .await;
     wait_until_holding(&rt).await;
-    assert_eq!(rt.get("/ready").await.map(|r| r.0), Some(503), "not ready without Postgres");
+    assert_eq!(
+        rt.get("/ready").await.map(|r| r.0),
+        Some(503),
+        "not ready without Postgres"
+    );
     pg.restart();
 
-    s.pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&pg.url()).await.unwrap();
+    s.pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&pg.url())
+        .await
+        .unwrap();
     wait_all_applied(&s, &w).await;
 }
 
 #[tokio::test]
 async fn a_long_table_lock_holds_batches_until_it_is_released() {
     let s = Stack::new("locked").await;
-    let rt = s.start("wa-realtime", &[("DB_LOCK_TIMEOUT", "300ms")]).await;
-    s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1})).await;
-    eventually(WAIT, "the first event", || async { (inbox_count(&s).await == 1).then_some(()) }).await;
+    let rt = s
+        .start("wa-realtime", &[("DB_LOCK_TIMEOUT", "300ms")])
+        .await;
+    s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
+        .await;
+    eventually(WAIT, "the first event", || async {
+        (inbox_count(&s).await == 1).then_some(())
+    })
+    .await;
 
     let mut locker = s.pool.begin().await.unwrap();
-    sqlx::query(&format!("LOCK TABLE \"daisi_{}\".chats IN ACCESS EXCLUSIVE MODE", s.tenant)).execute(&mut *locker).await.unwrap();
+    sqlx::query(&format!(
+        "LOCK TABLE \"daisi_{}\".chats IN ACCESS EXCLUSIVE MODE",
+        s.tenant
+    ))
+    .execute(&mut *locker)
+    .await
+    .unwrap();
     for _ in 0..20 {
-        s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1})).await;
+        s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
+            .await;
     }
     wait_until_holding(&rt).await;
     locker.rollback().await.unwrap();
 
-    eventually(WAIT, "everything after the lock", || async { (inbox_count(&s).await == 21).then_some(()) }).await;
-    assert_eq!(row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"], 21);
+    eventually(WAIT, "everything after the lock", || async {
+        (inbox_count(&s).await == 21).then_some(())
+    })
+    .await;
+    assert_eq!(
+        row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"],
+        21
+    );
     assert!(s.dead_letters().await.is_empty());
 }
 
@@ -159,13 +231,17 @@ async fn streams_are_reconciled_and_their_backlog_is_consumed() {
     })
     .await
     .unwrap();
-    s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 3})).await;
+    s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 3}))
+        .await;
     let _rt = s.start("wa-realtime", &[]).await;
     let mut stream = s.js.get_stream("wa_events_stream").await.unwrap();
     let config = stream.info().await.unwrap().config.clone();
     assert_eq!(config.max_age, Duration::from_secs(30 * 86400));
     assert_eq!(config.subjects.len(), 7, "{:?}", config.subjects);
-    eventually(WAIT, "the backlog", || async { (inbox_count(&s).await == 1).then_some(()) }).await;
+    eventually(WAIT, "the backlog", || async {
+        (inbox_count(&s).await == 1).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -175,9 +251,20 @@ async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuratio
     assert_eq!(rt.terminate(Duration::from_secs(20)).code(), Some(0));
     let w = Workload::generate(300, 5, 23);
     w.publish(&s.js, &s.tenant).await;
-    let rt2 = s.start("wa-realtime", &[("MAX_DELIVER", "7"), ("BACKOFF", "1s,1s,2s")]).await;
+    let rt2 = s
+        .start(
+            "wa-realtime",
+            &[("MAX_DELIVER", "7"), ("BACKOFF", "1s,1s,2s")],
+        )
+        .await;
     wait_all_applied(&s, &w).await;
-    let info = s.js.get_stream("wa_events_stream").await.unwrap().consumer_info("wa_realtime").await.unwrap();
+    let info =
+        s.js.get_stream("wa_events_stream")
+            .await
+            .unwrap()
+            .consumer_info("wa_realtime")
+            .await
+            .unwrap();
     assert_eq!(info.config.max_deliver, 7);
     assert_eq!(info.config.backoff.len(), 3);
     drop(rt2);

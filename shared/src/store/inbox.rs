@@ -77,7 +77,10 @@ pub async fn prune(
 }
 
 /// [`prune`] in every tenant schema.
-pub async fn prune_all(pool: &sqlx::PgPool, max_age: std::time::Duration) -> Result<u64, sqlx::Error> {
+pub async fn prune_all(
+    pool: &sqlx::PgPool,
+    max_age: std::time::Duration,
+) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     for schema in super::schema::tenant_schemas(pool).await? {
         let mut tx = pool.begin().await?;

@@ -17,7 +17,11 @@ pub struct DeadLetterMessage {
 }
 
 /// Builds the DLQ message for `event` (or one item of it) with the given reason.
-pub fn dead_letter_message(event: &InboundEvent, dead: &DeadLetter, max_retry: u32) -> DeadLetterMessage {
+pub fn dead_letter_message(
+    event: &InboundEvent,
+    dead: &DeadLetter,
+    max_retry: u32,
+) -> DeadLetterMessage {
     let token = Subject::last_token(&event.subject);
     let (subject, company) = match TenantId::parse(token) {
         Ok(t) => (Subject::dead_letter(t.as_str()), t.as_str().to_owned()),
@@ -45,12 +49,18 @@ pub fn dead_letter_message(event: &InboundEvent, dead: &DeadLetter, max_retry: u
 }
 
 /// Publishes dead letters and waits for the stream to store each of them.
-pub async fn publish_all(js: &Context, messages: &[DeadLetterMessage]) -> Result<(), async_nats::Error> {
+pub async fn publish_all(
+    js: &Context,
+    messages: &[DeadLetterMessage],
+) -> Result<(), async_nats::Error> {
     let mut pending = Vec::with_capacity(messages.len());
     for m in messages {
         let mut headers = HeaderMap::new();
         headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-        pending.push(js.publish_with_headers(m.subject.clone(), headers, m.body.clone()).await?);
+        pending.push(
+            js.publish_with_headers(m.subject.clone(), headers, m.body.clone())
+                .await?,
+        );
     }
     for ack in pending {
         ack.await?;

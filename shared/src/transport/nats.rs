@@ -19,8 +19,14 @@ pub struct NatsSettings {
 
 impl NatsSettings {
     pub fn from_env(env: &Env, name: &str) -> Result<Self, ConfigError> {
-        let url = env.get("NATS_URL").unwrap_or("nats://127.0.0.1:4222").to_owned();
-        if !url.split(',').all(|u| u.contains("://") || !u.contains('/')) {
+        let url = env
+            .get("NATS_URL")
+            .unwrap_or("nats://127.0.0.1:4222")
+            .to_owned();
+        if !url
+            .split(',')
+            .all(|u| u.contains("://") || !u.contains('/'))
+        {
             return Err(ConfigError {
                 var: "NATS_URL",
                 value: url,
@@ -31,7 +37,11 @@ impl NatsSettings {
         let password = env.get("NATS_PASSWORD").map(str::to_owned);
         if user.is_some() != password.is_some() {
             return Err(ConfigError {
-                var: if user.is_some() { "NATS_PASSWORD" } else { "NATS_USER" },
+                var: if user.is_some() {
+                    "NATS_PASSWORD"
+                } else {
+                    "NATS_USER"
+                },
                 value: String::new(),
                 reason: "NATS_USER and NATS_PASSWORD go together".into(),
             });

@@ -46,7 +46,10 @@ struct Held {
 impl Held {
     fn hold(&self, reply: NatsSubject) -> u64 {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.replies.lock().expect("lock").insert(id, (reply, Instant::now()));
+        self.replies
+            .lock()
+            .expect("lock")
+            .insert(id, (reply, Instant::now()));
         id
     }
 
@@ -92,7 +95,11 @@ impl Settlement {
 }
 
 /// Maps outcomes to dead letters to publish and settlements: the one place outcomes become acks.
-fn settle_plan(deliveries: &[Delivery], outcomes: &[Outcome], max_retry: u32) -> (Vec<DeadLetterMessage>, Vec<Settlement>) {
+fn settle_plan(
+    deliveries: &[Delivery],
+    outcomes: &[Outcome],
+    max_retry: u32,
+) -> (Vec<DeadLetterMessage>, Vec<Settlement>) {
     let mut dead = Vec::new();
     let settlements = deliveries
         .iter()
@@ -138,7 +145,11 @@ impl Runner {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let me = Arc::new(self);
         let held = Arc::new(Held::default());
-        let keepalive = tokio::spawn(keep_alive(me.client.clone(), held.clone(), me.settings.keepalive));
+        let keepalive = tokio::spawn(keep_alive(
+            me.client.clone(),
+            held.clone(),
+            me.settings.keepalive,
+        ));
         let lag = tokio::spawn(report_lag(me.consumer.clone(), me.metrics.clone()));
         info!(consumer = %me.settings.consumer, "consuming");
         let mut next = Some(me.spawn_fetch(held.clone()));
@@ -181,7 +192,10 @@ impl Runner {
         info!(consumer = %me.settings.consumer, "stopped");
     }
 
-    fn spawn_fetch(self: &Arc<Self>, held: Arc<Held>) -> tokio::task::JoinHandle<Result<Vec<Delivery>, String>> {
+    fn spawn_fetch(
+        self: &Arc<Self>,
+        held: Arc<Held>,
+    ) -> tokio::task::JoinHandle<Result<Vec<Delivery>, String>> {
         let me = self.clone();
         tokio::spawn(async move { me.fetch(&held).await })
     }
@@ -230,7 +244,10 @@ impl Runner {
             .headers
             .iter()
             .flat_map(|h| h.iter())
-            .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.as_str().to_owned())))
+            .flat_map(|(k, vs)| {
+                vs.iter()
+                    .map(move |v| (k.to_string(), v.as_str().to_owned()))
+            })
             .collect();
         let event = InboundEvent {
             subject: msg.subject.to_string(),
@@ -246,13 +263,21 @@ impl Runner {
         Some(Delivery { event, reply, held })
     }
 
-    async fn handle(&self, mut batch: Vec<Delivery>, held: &Held, shutdown: &watch::Receiver<bool>) {
+    async fn handle(
+        &self,
+        mut batch: Vec<Delivery>,
+        held: &Held,
+        shutdown: &watch::Receiver<bool>,
+    ) {
         if let Some(tenant) = &self.settings.only_tenant {
             let (ours, foreign): (Vec<_>, Vec<_>) = batch
                 .into_iter()
                 .partition(|d| crate::model::Subject::last_token(&d.event.subject) == tenant);
             for d in foreign {
-                let _ = self.client.publish(d.reply, Settlement::Ack.payload()).await;
+                let _ = self
+                    .client
+                    .publish(d.reply, Settlement::Ack.payload())
+                    .await;
                 held.release(d.held);
             }
             batch = ours;

@@ -37,9 +37,24 @@ pub fn stream_specs(replicas: usize, dlq_max_age: Duration) -> Vec<StreamSpec> {
             .collect()
     };
     vec![
-        StreamSpec { name: REALTIME_STREAM, subjects: of(false), max_age: 30 * DAY, replicas },
-        StreamSpec { name: HISTORY_STREAM, subjects: of(true), max_age: 30 * DAY, replicas },
-        StreamSpec { name: DLQ_STREAM, subjects: vec!["v1.dlq.>".into()], max_age: dlq_max_age, replicas },
+        StreamSpec {
+            name: REALTIME_STREAM,
+            subjects: of(false),
+            max_age: 30 * DAY,
+            replicas,
+        },
+        StreamSpec {
+            name: HISTORY_STREAM,
+            subjects: of(true),
+            max_age: 30 * DAY,
+            replicas,
+        },
+        StreamSpec {
+            name: DLQ_STREAM,
+            subjects: vec!["v1.dlq.>".into()],
+            max_age: dlq_max_age,
+            replicas,
+        },
     ]
 }
 
@@ -49,12 +64,19 @@ pub enum SetupError {
     #[error("stream {stream}: {error}")]
     Stream { stream: String, error: String },
     #[error("consumer {consumer} on {stream}: {error}")]
-    Consumer { stream: String, consumer: String, error: String },
+    Consumer {
+        stream: String,
+        consumer: String,
+        error: String,
+    },
 }
 
 /// Creates the stream, or brings an existing one to the configured shape.
 pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<(), SetupError> {
-    let fail = |error: String| SetupError::Stream { stream: spec.name.to_owned(), error };
+    let fail = |error: String| SetupError::Stream {
+        stream: spec.name.to_owned(),
+        error,
+    };
     let desired = StreamConfig {
         name: spec.name.to_owned(),
         subjects: spec.subjects.clone(),
@@ -64,7 +86,10 @@ pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<(), SetupE
         num_replicas: spec.replicas,
         ..Default::default()
     };
-    let stream = js.get_or_create_stream(desired).await.map_err(|e| fail(e.to_string()))?;
+    let stream = js
+        .get_or_create_stream(desired)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let current = stream.cached_info().config.clone();
     let mut next = current.clone();
     let mut subjects = spec.subjects.clone();
@@ -78,8 +103,13 @@ pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<(), SetupE
     next.num_replicas = spec.replicas.max(1);
     next.retention = RetentionPolicy::Limits;
     if next != current {
-        tracing::warn!(stream = spec.name, "stream configuration differs from the expected shape; updating it");
-        js.update_stream(&next).await.map_err(|e| fail(format!("cannot be reconciled: {e}")))?;
+        tracing::warn!(
+            stream = spec.name,
+            "stream configuration differs from the expected shape; updating it"
+        );
+        js.update_stream(&next)
+            .await
+            .map_err(|e| fail(format!("cannot be reconciled: {e}")))?;
     }
     Ok(())
 }
@@ -103,7 +133,10 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         consumer: spec.durable.clone(),
         error,
     };
-    let stream = js.get_stream(spec.stream).await.map_err(|e| fail(e.to_string()))?;
+    let stream = js
+        .get_stream(spec.stream)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     let config = pull::Config {
         durable_name: Some(spec.durable.clone()),
         filter_subject: spec.filter.clone(),
@@ -111,7 +144,11 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         deliver_policy: DeliverPolicy::All,
         max_deliver: spec.max_deliver as i64,
         backoff: spec.backoff.clone(),
-        ack_wait: spec.backoff.first().copied().unwrap_or(Duration::from_secs(30)),
+        ack_wait: spec
+            .backoff
+            .first()
+            .copied()
+            .unwrap_or(Duration::from_secs(30)),
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
     };
@@ -122,7 +159,10 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         // (the runner leaves other tenants' events to their own consumers).
         Err(e) if !config.filter_subject.is_empty() && e.to_string().contains("10093") => {
             tracing::warn!(consumer = %spec.durable, filter = %config.filter_subject, "the server refuses this filter subject; consuming the whole stream and skipping other tenants");
-            let config = pull::Config { filter_subject: String::new(), ..config };
+            let config = pull::Config {
+                filter_subject: String::new(),
+                ..config
+            };
             stream
                 .create_consumer(config)
                 .await
