@@ -20,10 +20,14 @@ demo:
     bash scripts/demo.sh
 
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
-test: stack
+test: stack reset-test-db
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cargo test --workspace
+
+# Recreate the `test` database the tests write to (every test uses fresh tenant schemas in it).
+reset-test-db:
+    psql -h 127.0.0.1 -U postgres -X -q -c "DROP DATABASE IF EXISTS test WITH (FORCE)" -c "CREATE DATABASE test" postgres
 
 # Format the code.
 fmt:

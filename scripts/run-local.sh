@@ -15,7 +15,7 @@ stop() {
   wait
 }
 trap stop INT TERM EXIT
-for f in ${FUNCTIONS:-wa-realtime wa-historical}; do
+for f in ${FUNCTIONS:-wa-realtime wa-historical wa-dlq-retry wa-onboarding}; do
   "$bin/$f" &
   pids+=($!)
   echo "started $f (pid $!)"

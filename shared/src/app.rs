@@ -12,9 +12,11 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::config::{ConfigError, DbSettings, Env, Var, COMMON_VARS};
+use crate::dlq_retry::DlqRetry;
 use crate::http::{self, Readiness};
 use crate::metrics::{install_prometheus, EventMetrics};
 use crate::model::TenantId;
+use crate::onboarding::Onboarding;
 use crate::pipeline::{Processor, ProcessorSettings};
 use crate::store::inbox;
 use crate::telemetry::LogSettings;
@@ -22,9 +24,21 @@ use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
 use crate::transport::streams::{self, bind_consumer, ensure_stream, stream_specs, ConsumerSpec};
 
+/// What a function does with its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// Write events through the core (realtime, historical).
+    Events,
+    /// Re-run dead letters; record the exhausted ones.
+    DlqRetry,
+    /// Onboard first-time contacts.
+    Onboarding,
+}
+
 /// A function: which stream it consumes, how, and its defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct FunctionSpec {
+    pub kind: FunctionKind,
     pub bin: &'static str,
     pub about: &'static str,
     pub consumer_type: &'static str,
@@ -33,13 +47,16 @@ pub struct FunctionSpec {
     /// Subject filter for all tenants ("" = the whole stream); with `COMPANY_ID` the filter
     /// becomes `v1.*.*.<company>` (or this subject's base with the tenant).
     pub filter_base: Option<&'static str>,
+    /// 0: one more than the backoff entries.
     pub max_deliver: u32,
+    pub backoff_var: &'static str,
     pub backoff_secs: &'static [u64],
     pub http_port: u16,
     pub metrics_prefix: &'static str,
 }
 
 pub const REALTIME: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::Events,
     bin: "wa-realtime",
     about: "Consumes realtime WhatsApp events (chats, messages, contacts, agent status) into per-tenant Postgres schemas",
     consumer_type: "realtime",
@@ -47,12 +64,14 @@ pub const REALTIME: FunctionSpec = FunctionSpec {
     stream: streams::REALTIME_STREAM,
     filter_base: None,
     max_deliver: 5,
+    backoff_var: "BACKOFF",
     backoff_secs: &[1, 2, 4, 8],
     http_port: 8081,
     metrics_prefix: "message_event_service",
 };
 
 pub const HISTORICAL: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::Events,
     bin: "wa-historical",
     about: "Consumes history syncs (batches of chats, messages, contacts) into per-tenant Postgres schemas",
     consumer_type: "historical",
@@ -60,9 +79,40 @@ pub const HISTORICAL: FunctionSpec = FunctionSpec {
     stream: streams::HISTORY_STREAM,
     filter_base: None,
     max_deliver: 3,
+    backoff_var: "BACKOFF",
     backoff_secs: &[2, 4],
     http_port: 8082,
     metrics_prefix: "message_event_service",
+};
+
+pub const DLQ_RETRY: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::DlqRetry,
+    bin: "wa-dlq-retry",
+    about: "Re-runs dead-lettered events under their own tenant; records the ones that cannot be saved in exhausted_events",
+    consumer_type: "dlq_retry",
+    durable: "wa_dlq_retry",
+    stream: streams::DLQ_STREAM,
+    filter_base: Some("v1.dlq"),
+    max_deliver: 0,
+    backoff_var: "DLQ_BACKOFF",
+    backoff_secs: &[60, 120, 240, 480, 900],
+    http_port: 8083,
+    metrics_prefix: "dlq",
+};
+
+pub const ONBOARDING: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::Onboarding,
+    bin: "wa-onboarding",
+    about: "Onboards the first incoming message of every new phone: onboarding_log row and contact, campaign attribution",
+    consumer_type: "onboarding",
+    durable: "wa_onboarding",
+    stream: streams::REALTIME_STREAM,
+    filter_base: Some("v1.messages.upsert"),
+    max_deliver: 5,
+    backoff_var: "BACKOFF",
+    backoff_secs: &[1, 2, 4, 8],
+    http_port: 8084,
+    metrics_prefix: "onboarding",
 };
 
 /// Variables of the standalone runner, beyond [`COMMON_VARS`].
@@ -177,7 +227,7 @@ impl FunctionSettings {
         Ok(FunctionSettings {
             nats: NatsSettings::from_env(env, spec.bin)?,
             db: env.db()?,
-            processor: env.processor(spec.max_deliver, &backoff)?,
+            processor: env.processor_with(spec.backoff_var, spec.max_deliver, &backoff)?,
             company: env.company()?,
             batch_size,
             batch_max_wait: env.duration("BATCH_MAX_WAIT", Duration::from_millis(500))?,
@@ -342,24 +392,56 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
         .copied()
         .unwrap_or(Duration::from_secs(30))
         / 2;
-    Runner {
-        client,
-        js,
-        consumer,
-        processor,
-        settings: RunnerSettings {
-            consumer: consumer_spec.durable.clone(),
-            consumer_type: spec.consumer_type,
-            batch_size: settings.batch_size,
-            batch_max_wait: settings.batch_max_wait,
-            batch_max_bytes: settings.batch_max_bytes,
-            keepalive,
-            only_tenant: settings.company.as_ref().map(|t| t.as_str().to_owned()),
-        },
-        metrics: EventMetrics::new(spec.metrics_prefix, spec.consumer_type),
+    let runner_settings = RunnerSettings {
+        consumer: consumer_spec.durable.clone(),
+        consumer_type: spec.consumer_type,
+        batch_size: settings.batch_size,
+        batch_max_wait: settings.batch_max_wait,
+        batch_max_bytes: settings.batch_max_bytes,
+        keepalive,
+        only_tenant: settings.company.as_ref().map(|t| t.as_str().to_owned()),
+    };
+    let metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
+    match spec.kind {
+        FunctionKind::Events => {
+            Runner {
+                client,
+                js,
+                consumer,
+                handler: processor,
+                settings: runner_settings,
+                metrics,
+            }
+            .run(shutdown)
+            .await
+        }
+        FunctionKind::DlqRetry => {
+            let handler = Arc::new(DlqRetry::new(processor));
+            Runner {
+                client,
+                js,
+                consumer,
+                handler,
+                settings: runner_settings,
+                metrics,
+            }
+            .run(shutdown)
+            .await
+        }
+        FunctionKind::Onboarding => {
+            let handler = Arc::new(Onboarding::new(processor));
+            Runner {
+                client,
+                js,
+                consumer,
+                handler,
+                settings: runner_settings,
+                metrics,
+            }
+            .run(shutdown)
+            .await
+        }
     }
-    .run(shutdown)
-    .await;
     Ok(())
 }
 

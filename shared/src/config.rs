@@ -188,6 +188,17 @@ impl Env {
         max_deliver: u32,
         backoff: &[Duration],
     ) -> Result<ProcessorSettings, ConfigError> {
+        self.processor_with("BACKOFF", max_deliver, backoff)
+    }
+
+    /// Like [`Env::processor`], with the backoff read from `backoff_var`; when `MAX_DELIVER`
+    /// is not set and `max_deliver` is 0, it is one more than the backoff entries.
+    pub fn processor_with(
+        &self,
+        backoff_var: &'static str,
+        max_deliver: u32,
+        backoff: &[Duration],
+    ) -> Result<ProcessorSettings, ConfigError> {
         let allowlist = self.get("TENANT_ALLOWLIST").map(|v| {
             v.split(',')
                 .map(str::trim)
@@ -202,14 +213,17 @@ impl Env {
         {
             return Err(err("TENANT_ALLOWLIST", bad, "not a valid tenant id".into()));
         }
-        let max_deliver = self.parse("MAX_DELIVER", max_deliver)?;
-        let backoff = self.durations("BACKOFF", backoff)?;
+        let backoff = self.durations(backoff_var, backoff)?;
+        let max_deliver = match max_deliver {
+            0 => self.parse("MAX_DELIVER", backoff.len() as u32 + 1)?,
+            n => self.parse("MAX_DELIVER", n)?,
+        };
         if max_deliver == 0 {
             return Err(err("MAX_DELIVER", "0", "must be at least 1".into()));
         }
         if backoff.is_empty() || backoff.len() >= max_deliver as usize {
             return Err(err(
-                "BACKOFF",
+                backoff_var,
                 &format_durations(&backoff),
                 format!(
                     "needs 1 to MAX_DELIVER-1 ({}) entries",

@@ -56,7 +56,7 @@ impl Decoded {
     }
 
     /// The writes of this event, with the history item index where there is one.
-    pub fn units(&self) -> Box<dyn Iterator<Item = (Option<usize>, Unit<'_>)> + '_> {
+    pub fn units(&self) -> Box<dyn Iterator<Item = (Option<usize>, Unit<'_>)> + Send + '_> {
         match &self.payload {
             Payload::Chat { chat, delta } => {
                 Box::new(std::iter::once((None, Unit::Chat(chat, *delta))))

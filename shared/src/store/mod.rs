@@ -6,6 +6,7 @@
 pub mod agents;
 pub mod chats;
 pub mod contacts;
+pub mod exhausted;
 pub mod inbox;
 pub mod messages;
 pub mod schema;

@@ -17,11 +17,18 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Files live in the workspace's `migrations/` directory.
-pub static MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "tenant_tables",
-    sql: include_str!("../../../migrations/0001_tenant_tables.sql"),
-}];
+pub static MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "tenant_tables",
+        sql: include_str!("../../../migrations/0001_tenant_tables.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "exhausted_event_keys",
+        sql: include_str!("../../../migrations/0002_exhausted_event_keys.sql"),
+    },
+];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
 pub const SYSTEM_SCHEMA: &str = "wa_system";

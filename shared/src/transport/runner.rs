@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::metrics::EventMetrics;
-use crate::pipeline::{InboundEvent, Outcome, Processor};
+use crate::pipeline::{Handler, InboundEvent, Outcome};
 
 use super::dead_letter::{dead_letter_message, publish_all, DeadLetterMessage};
 
@@ -128,18 +128,18 @@ fn settle_plan(
 }
 
 /// Runs one durable pull consumer until shutdown.
-pub struct Runner {
+pub struct Runner<H: Handler> {
     pub client: Client,
     pub js: Context,
     pub consumer: PullConsumer,
-    pub processor: Arc<Processor>,
+    pub handler: Arc<H>,
     pub settings: RunnerSettings,
     pub metrics: EventMetrics,
 }
 
 const MAX_HOLD_BACKOFF: Duration = Duration::from_secs(5);
 
-impl Runner {
+impl<H: Handler> Runner<H> {
     /// Fetches and processes batches until `shutdown` turns true; then finishes and settles
     /// the batch in hand, flushes the acks and returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -293,7 +293,7 @@ impl Runner {
             // An unavailable database holds the batch: no delivery is spent, nothing is dead-lettered.
             let mut attempt = 0;
             let outcomes = loop {
-                match self.processor.process_batch(&events).await {
+                match self.handler.handle(&events).await {
                     Ok(outcomes) => break outcomes,
                     Err(e) => {
                         attempt += 1;
@@ -311,7 +311,7 @@ impl Runner {
                 }
             };
             self.metrics.db_duration(started.elapsed());
-            let (dead, settlements) = settle_plan(&batch, &outcomes, self.processor.settings().max_deliver);
+            let (dead, settlements) = settle_plan(&batch, &outcomes, self.handler.max_deliver());
             // Dead letters are stored by the DLQ stream before the originals are settled.
             let mut attempt = 0;
             while !dead.is_empty() {

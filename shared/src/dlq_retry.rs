@@ -1,0 +1,314 @@
+//! dlq-retry: re-runs dead-lettered events through the core under their own tenant, and records
+//! the ones that cannot be saved in `exhausted_events` before their DLQ message is acknowledged.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::DateTime;
+use tracing::{error, info};
+
+use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
+use crate::pipeline::failure::{classify, DbFailure};
+use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome, Processor, Unavailable};
+use crate::store::exhausted::{self, NewExhausted};
+use crate::store::SYSTEM_SCHEMA;
+
+/// The dlq-retry handler. Its processor carries dlq-retry's own `max_deliver` and backoff.
+pub struct DlqRetry {
+    processor: Arc<Processor>,
+}
+
+/// Where an exhausted event is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Home {
+    Tenant(TenantId),
+    /// `wa_system`: invalid or refused tenants, and envelopes that cannot be read.
+    System,
+}
+
+/// What happens to one DLQ message.
+enum Plan {
+    /// Run the original event through the core again.
+    Rerun {
+        envelope: DeadLetterEnvelope,
+        event: InboundEvent,
+    },
+    /// Record it as exhausted now.
+    Exhaust(Record),
+}
+
+struct Record {
+    home: Home,
+    company: String,
+    source_subject: String,
+    error_type: String,
+    error: String,
+    retry_count: i32,
+    ts: Option<i64>,
+    envelope: Option<String>,
+    original_json: Option<String>,
+    original_raw: Option<Vec<u8>>,
+    item_index: Option<i32>,
+}
+
+impl DlqRetry {
+    pub fn new(processor: Arc<Processor>) -> Self {
+        DlqRetry { processor }
+    }
+
+    fn plan(&self, dlq: &InboundEvent) -> Plan {
+        let token = Subject::last_token(&dlq.subject);
+        let envelope = match serde_json::from_slice::<DeadLetterEnvelope>(&dlq.payload) {
+            Ok(e) => e,
+            Err(e) => {
+                return Plan::Exhaust(Record {
+                    home: Home::System,
+                    company: token.to_owned(),
+                    source_subject: dlq.subject.clone(),
+                    error_type: ErrorType::Malformed.as_str().into(),
+                    error: format!("unreadable dead letter: {e}"),
+                    retry_count: dlq.delivered as i32,
+                    ts: None,
+                    envelope: None,
+                    original_json: None,
+                    original_raw: Some(dlq.payload.to_vec()),
+                    item_index: None,
+                })
+            }
+        };
+        let original = envelope.original_bytes();
+        let raw = if envelope.original_payload.is_none() {
+            original.clone()
+        } else {
+            None
+        };
+        let record = |home: Home, error_type: &str, error: String| Record {
+            home,
+            company: envelope.company.clone(),
+            source_subject: envelope.source_subject.clone(),
+            error_type: error_type.to_owned(),
+            error,
+            retry_count: envelope.retry_count as i32,
+            ts: Some(envelope.ts),
+            envelope: std::str::from_utf8(&dlq.payload).ok().map(str::to_owned),
+            original_json: envelope
+                .original_payload
+                .as_ref()
+                .map(|r| r.get().to_owned()),
+            original_raw: raw.clone(),
+            item_index: envelope.item_index.map(|i| i as i32),
+        };
+        // The tenant is the DLQ subject's; the envelope must agree, or nothing is re-run.
+        let tenant = match TenantId::parse(token) {
+            Ok(t) => t,
+            Err(_) => {
+                return Plan::Exhaust(record(
+                    Home::System,
+                    envelope.error_type.as_str(),
+                    envelope.error.clone(),
+                ))
+            }
+        };
+        let source_tenant = Subject::parse(&envelope.source_subject)
+            .ok()
+            .map(|s| s.tenant);
+        if envelope.company != tenant.as_str() || source_tenant.as_ref() != Some(&tenant) {
+            let why = format!(
+                "dead letter on {} names company {:?} and subject {:?}",
+                dlq.subject, envelope.company, envelope.source_subject
+            );
+            return Plan::Exhaust(record(Home::System, ErrorType::Tenant.as_str(), why));
+        }
+        if let Some(allow) = &self.processor.settings().allowlist {
+            if !allow.contains(tenant.as_str()) {
+                return Plan::Exhaust(record(
+                    Home::System,
+                    envelope.error_type.as_str(),
+                    envelope.error.clone(),
+                ));
+            }
+        }
+        let retryable = matches!(
+            envelope.error_type,
+            ErrorType::RetryExhausted | ErrorType::Internal
+        );
+        match (retryable, original) {
+            (true, Some(payload)) => Plan::Rerun {
+                event: InboundEvent {
+                    subject: envelope.source_subject.clone(),
+                    payload: payload.into(),
+                    headers: Vec::new(),
+                    stream: dlq.stream.clone(),
+                    stream_sequence: dlq.stream_sequence,
+                    consumer: dlq.consumer.clone(),
+                    delivered: dlq.delivered,
+                    published_at: dlq.published_at,
+                },
+                envelope,
+            },
+            // Permanent errors are not retried again.
+            _ => Plan::Exhaust(record(
+                Home::Tenant(tenant),
+                envelope.error_type.as_str(),
+                envelope.error.clone(),
+            )),
+        }
+    }
+
+    async fn process(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
+        let mut records: Vec<(usize, Record)> = Vec::new();
+        let mut reruns: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
+        for (i, e) in events.iter().enumerate() {
+            match self.plan(e) {
+                Plan::Rerun { envelope, event } => reruns.push((i, envelope, event)),
+                Plan::Exhaust(r) => records.push((i, r)),
+            }
+        }
+        if !reruns.is_empty() {
+            let batch: Vec<InboundEvent> = reruns.iter().map(|(_, _, e)| e.clone()).collect();
+            let results = self.processor.process_batch(&batch).await?;
+            for ((i, envelope, _), outcome) in reruns.into_iter().zip(results) {
+                let dlq = &events[i];
+                let exhaust = |d: &DeadLetter| Record {
+                    home: Home::Tenant(
+                        TenantId::parse(&envelope.company).expect("checked in plan"),
+                    ),
+                    company: envelope.company.clone(),
+                    source_subject: envelope.source_subject.clone(),
+                    error_type: d.error_type.as_str().to_owned(),
+                    error: d.error.clone(),
+                    retry_count: (envelope.retry_count + dlq.delivered) as i32,
+                    ts: Some(envelope.ts),
+                    envelope: std::str::from_utf8(&dlq.payload).ok().map(str::to_owned),
+                    original_json: envelope
+                        .original_payload
+                        .as_ref()
+                        .map(|r| r.get().to_owned()),
+                    original_raw: None,
+                    item_index: envelope.item_index.or(d.item_index).map(|i| i as i32),
+                };
+                match outcome {
+                    Outcome::Ack => {
+                        info!(subject = %envelope.source_subject, dlq_seq = dlq.stream_sequence, "dead letter applied on retry");
+                        outcomes[i] = Some(Outcome::Ack);
+                    }
+                    Outcome::Retry { delay } => outcomes[i] = Some(Outcome::Retry { delay }),
+                    Outcome::DeadLetter(d) => records.push((i, exhaust(&d))),
+                    Outcome::AckWithDeadItems(items) => {
+                        for d in &items {
+                            records.push((i, exhaust(d)));
+                        }
+                    }
+                }
+            }
+        }
+        self.record(events, records, &mut outcomes).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Ack))
+            .collect())
+    }
+
+    /// Commits the exhausted rows, one transaction per schema; only then are their DLQ
+    /// messages acknowledged.
+    async fn record(
+        &self,
+        events: &[InboundEvent],
+        records: Vec<(usize, Record)>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), Unavailable> {
+        let mut by_home: BTreeMap<Home, Vec<(usize, Record)>> = BTreeMap::new();
+        for (i, r) in records {
+            by_home.entry(r.home.clone()).or_default().push((i, r));
+        }
+        for (home, rows) in by_home {
+            let schema = match &home {
+                Home::Tenant(t) => t.schema_name(),
+                Home::System => SYSTEM_SCHEMA.to_owned(),
+            };
+            match self.write(&schema, events, &rows).await {
+                Ok(()) => {
+                    for (i, r) in &rows {
+                        error!(schema, subject = %r.source_subject, error_type = %r.error_type, error = %r.error, "event exhausted; recorded for operators");
+                        outcomes[*i] = Some(Outcome::Ack);
+                    }
+                }
+                Err(e) => match classify(&e) {
+                    DbFailure::Unavailable => return Err(Unavailable(e.to_string())),
+                    _ => {
+                        for (i, _) in &rows {
+                            outcomes[*i] = Some(self.processor.transient(
+                                &events[*i],
+                                &format!("recording exhausted event: {e}"),
+                            ));
+                            // Never give up on recording: retry on the last delivery too.
+                            if let Some(Outcome::DeadLetter(_)) = outcomes[*i] {
+                                outcomes[*i] = Some(Outcome::Retry {
+                                    delay: self.processor.backoff(events[*i].delivered),
+                                });
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        schema: &str,
+        events: &[InboundEvent],
+        rows: &[(usize, Record)],
+    ) -> Result<(), sqlx::Error> {
+        self.processor
+            .schemas()
+            .ensure_schema(schema)
+            .await
+            .map_err(|e| match e {
+                crate::store::SchemaError::Db(e) => e,
+                other => sqlx::Error::Configuration(other.to_string().into()),
+            })?;
+        let mut tx = self.processor.pool().begin().await?;
+        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
+            .bind(format!(
+                "{}ms",
+                self.processor.settings().lock_timeout.as_millis().max(1)
+            ))
+            .execute(&mut *tx)
+            .await?;
+        for (i, r) in rows {
+            let dlq = &events[*i];
+            let row = NewExhausted {
+                company_id: &r.company,
+                source_subject: &r.source_subject,
+                error_type: &r.error_type,
+                last_error: &r.error,
+                retry_count: r.retry_count,
+                event_timestamp: r.ts.and_then(|t| DateTime::from_timestamp(t, 0)),
+                dlq_payload: r.envelope.as_deref(),
+                original_payload: r.original_json.as_deref(),
+                original_payload_raw: r.original_raw.as_deref(),
+                dlq_stream: &dlq.stream,
+                dlq_sequence: dlq.stream_sequence as i64,
+                item_index: r.item_index,
+            };
+            exhausted::record(&mut tx, schema, &row).await?;
+        }
+        tx.commit().await
+    }
+}
+
+impl Handler for DlqRetry {
+    fn handle<'a>(
+        &'a self,
+        events: &'a [InboundEvent],
+    ) -> futures::future::LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
+        Box::pin(self.process(events))
+    }
+
+    fn max_deliver(&self) -> u32 {
+        self.processor.settings().max_deliver
+    }
+}
