@@ -19,10 +19,16 @@ run:
 demo:
     bash scripts/demo.sh
 
+# Lambda mode locally: the Runtime API emulator, the realtime and historical functions in Lambda
+# mode, and one bridge per function, against the local stack (until Ctrl-C).
+lambda-local:
+    bash scripts/lambda-local.sh
+
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
 test: stack reset-test-db
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cfn-lint template.yaml
     cargo test --workspace
 
 # Recreate the `test` database the tests write to (every test uses fresh tenant schemas in it).

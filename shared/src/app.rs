@@ -14,15 +14,16 @@ use tracing::{error, info, warn};
 use crate::config::{ConfigError, DbSettings, Env, Var, COMMON_VARS};
 use crate::dlq_retry::DlqRetry;
 use crate::http::{self, Readiness};
-use crate::metrics::{install_prometheus, EventMetrics};
+use crate::metrics::{install_prometheus, CloudWatchSink, Emf, EventMetrics};
 use crate::model::TenantId;
 use crate::onboarding::Onboarding;
-use crate::pipeline::{Processor, ProcessorSettings};
+use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, ProcessorSettings, Unavailable};
 use crate::store::inbox;
 use crate::telemetry::LogSettings;
 use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
 use crate::transport::streams::{self, bind_consumer, ensure_stream, stream_specs, ConsumerSpec};
+use futures::future::LocalBoxFuture;
 
 /// What a function does with its batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,11 @@ pub const RUNNER_VARS: &[Var] = &[
         help: "path of a NATS .creds file",
     },
     Var {
+        name: "NATS_CREDS_CONTENT",
+        default: "",
+        help: "content of a NATS .creds file (instead of NATS_CREDS)",
+    },
+    Var {
         name: "BATCH_SIZE",
         default: "256",
         help: "messages per fetch",
@@ -199,6 +205,46 @@ pub struct FunctionSettings {
     pub inbox_retention: Duration,
     pub http_port: u16,
     pub log: LogSettings,
+    pub metrics: MetricsSink,
+}
+
+/// Where metrics go besides `/metrics` (Lambda mode always writes EMF log lines).
+#[derive(Debug, Clone)]
+pub enum MetricsSink {
+    Prometheus {
+        namespace: String,
+    },
+    CloudWatch {
+        namespace: String,
+        endpoint: Option<String>,
+        every: Duration,
+    },
+}
+
+impl MetricsSink {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let namespace = env
+            .get("METRICS_NAMESPACE")
+            .unwrap_or("WAEventsProcessor")
+            .to_owned();
+        match env
+            .get("METRICS_SINK")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("prometheus") => Ok(MetricsSink::Prometheus { namespace }),
+            Some("cloudwatch") => Ok(MetricsSink::CloudWatch {
+                namespace,
+                endpoint: env.get("CLOUDWATCH_ENDPOINT").map(str::to_owned),
+                every: env.duration("METRICS_FLUSH_INTERVAL", Duration::from_secs(60))?,
+            }),
+            Some(other) => Err(ConfigError {
+                var: "METRICS_SINK",
+                value: other.to_owned(),
+                reason: "expected prometheus or cloudwatch".into(),
+            }),
+        }
+    }
 }
 
 impl FunctionSettings {
@@ -237,6 +283,7 @@ impl FunctionSettings {
             inbox_retention: env.duration("INBOX_RETENTION", Duration::from_secs(30 * 86400))?,
             http_port: env.parse("HTTP_PORT", spec.http_port)?,
             log: LogSettings::from_env(env)?,
+            metrics: MetricsSink::from_env(env)?,
         })
     }
 
@@ -303,7 +350,12 @@ pub fn main(spec: &FunctionSpec) -> ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match runtime.block_on(run_standalone(spec, settings)) {
+    let result = if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
+        runtime.block_on(run_lambda(spec, settings))
+    } else {
+        runtime.block_on(run_standalone(spec, settings))
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %e, "{} failed", spec.bin);
@@ -365,7 +417,7 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
     let mut shutdown = shutdown_signal();
     let prometheus = install_prometheus()?;
     let pool = lazy_pool(&settings.db)?;
-    let ready = Readiness::new(pool.clone(), Some(prometheus));
+    let ready = Readiness::new(Some(pool.clone()), Some(prometheus));
     if settings.http_port != 0 {
         http::serve(settings.http_port, ready.clone())
             .await
@@ -401,48 +453,93 @@ pub async fn run_standalone(spec: &FunctionSpec, settings: FunctionSettings) -> 
         keepalive,
         only_tenant: settings.company.as_ref().map(|t| t.as_str().to_owned()),
     };
-    let metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
-    match spec.kind {
-        FunctionKind::Events => {
-            Runner {
-                client,
-                js,
-                consumer,
-                handler: processor,
-                settings: runner_settings,
-                metrics,
-            }
-            .run(shutdown)
-            .await
-        }
-        FunctionKind::DlqRetry => {
-            let handler = Arc::new(DlqRetry::new(processor));
-            Runner {
-                client,
-                js,
-                consumer,
-                handler,
-                settings: runner_settings,
-                metrics,
-            }
-            .run(shutdown)
-            .await
-        }
-        FunctionKind::Onboarding => {
-            let handler = Arc::new(Onboarding::new(processor));
-            Runner {
-                client,
-                js,
-                consumer,
-                handler,
-                settings: runner_settings,
-                metrics,
-            }
-            .run(shutdown)
-            .await
+    let mut metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
+    if let MetricsSink::CloudWatch {
+        namespace,
+        endpoint,
+        every,
+    } = &settings.metrics
+    {
+        let sink = Arc::new(CloudWatchSink::new(namespace.clone(), endpoint.clone()).await);
+        sink.clone().spawn_flusher(*every);
+        metrics = metrics.with_cloudwatch(sink);
+    }
+    let handler = Arc::new(FunctionHandler::new(spec.kind, processor));
+    Runner {
+        client,
+        js,
+        consumer,
+        handler,
+        settings: runner_settings,
+        metrics,
+    }
+    .run(shutdown)
+    .await;
+    Ok(())
+}
+
+/// The handler of a function, whichever kind it is.
+pub enum FunctionHandler {
+    Events(Arc<Processor>),
+    DlqRetry(DlqRetry),
+    Onboarding(Onboarding),
+}
+
+impl FunctionHandler {
+    pub fn new(kind: FunctionKind, processor: Arc<Processor>) -> Self {
+        match kind {
+            FunctionKind::Events => FunctionHandler::Events(processor),
+            FunctionKind::DlqRetry => FunctionHandler::DlqRetry(DlqRetry::new(processor)),
+            FunctionKind::Onboarding => FunctionHandler::Onboarding(Onboarding::new(processor)),
         }
     }
-    Ok(())
+}
+
+impl Handler for FunctionHandler {
+    fn handle<'a>(
+        &'a self,
+        events: &'a [InboundEvent],
+    ) -> LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
+        match self {
+            FunctionHandler::Events(p) => p.handle(events),
+            FunctionHandler::DlqRetry(h) => h.handle(events),
+            FunctionHandler::Onboarding(h) => h.handle(events),
+        }
+    }
+
+    fn max_deliver(&self) -> u32 {
+        match self {
+            FunctionHandler::Events(p) => p.max_deliver(),
+            FunctionHandler::DlqRetry(h) => h.max_deliver(),
+            FunctionHandler::Onboarding(h) => h.max_deliver(),
+        }
+    }
+}
+
+/// Runs a function as an AWS Lambda handler: resources are built once per instance, the
+/// Postgres pool holds one or two connections, the bridge does the acking.
+pub async fn run_lambda(spec: &FunctionSpec, settings: FunctionSettings) -> Result<(), String> {
+    let db = DbSettings {
+        pool_size: settings.db.pool_size.clamp(1, 2),
+        ..settings.db.clone()
+    };
+    let pool = lazy_pool(&db)?;
+    let processor = Arc::new(Processor::new(pool, settings.processor.clone()));
+    let handler = Arc::new(FunctionHandler::new(spec.kind, processor));
+    let namespace = match &settings.metrics {
+        MetricsSink::CloudWatch { namespace, .. } | MetricsSink::Prometheus { namespace } => {
+            namespace.clone()
+        }
+    };
+    let emf = Emf {
+        namespace,
+        prefix: spec.metrics_prefix.to_owned(),
+        consumer_type: spec.consumer_type,
+    };
+    info!(bin = spec.bin, "serving Lambda invocations");
+    crate::lambda::serve(handler, emf)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Streams and the consumer; transient broker errors are retried, a lasting refusal is an error.

@@ -13,14 +13,15 @@ use sqlx::PgPool;
 
 /// What `/ready` looks at.
 pub struct Readiness {
-    pub pool: PgPool,
+    /// Postgres, for processes that write to it (not the bridge).
+    pub pool: Option<PgPool>,
     pub nats: OnceLock<async_nats::Client>,
     pub bound: AtomicBool,
     pub metrics: Option<PrometheusHandle>,
 }
 
 impl Readiness {
-    pub fn new(pool: PgPool, metrics: Option<PrometheusHandle>) -> Arc<Self> {
+    pub fn new(pool: Option<PgPool>, metrics: Option<PrometheusHandle>) -> Arc<Self> {
         Arc::new(Readiness {
             pool,
             nats: OnceLock::new(),
@@ -38,7 +39,10 @@ impl Readiness {
             Some(async_nats::connection::State::Connected) => {}
             other => return Err(format!("NATS not connected ({other:?})")),
         }
-        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&self.pool);
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
         match tokio::time::timeout(Duration::from_secs(2), probe).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("Postgres: {e}")),

@@ -5,13 +5,14 @@
 //! * [`store`]: Postgres: tenant schemas and migrations, set-based writes, the inbox.
 //! * [`transport`]: the JetStream pull runner, streams and consumers, DLQ publishing.
 //! * [`dlq_retry`], [`onboarding`]: the functions built on the core.
-//! * [`app`]: what every function binary does, from settings to shutdown.
+//! * [`app`]: what every function binary does, from settings to shutdown; [`lambda`]: Lambda mode.
 //! * [`config`], [`telemetry`], [`metrics`], [`http`]: settings, logs, metrics, health.
 
 pub mod app;
 pub mod config;
 pub mod dlq_retry;
 pub mod http;
+pub mod lambda;
 pub mod metrics;
 pub mod model;
 pub mod onboarding;

@@ -4,6 +4,7 @@
 //! per event.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
@@ -25,9 +26,10 @@ pub fn install_prometheus() -> Result<PrometheusHandle, String> {
 
 /// The metric family of a function: `message_event_service` (realtime, historical), `dlq`,
 /// `onboarding`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EventMetrics {
     consumer_type: &'static str,
+    cloudwatch: Option<Arc<CloudWatchSink>>,
     received: String,
     processed: String,
     failed: String,
@@ -43,6 +45,7 @@ impl EventMetrics {
     pub fn new(prefix: &str, consumer_type: &'static str) -> Self {
         EventMetrics {
             consumer_type,
+            cloudwatch: None,
             received: format!("{prefix}_events_received_total"),
             processed: format!("{prefix}_events_processed_total"),
             failed: format!("{prefix}_events_failed_total"),
@@ -53,6 +56,12 @@ impl EventMetrics {
             lag: format!("{prefix}_consumer_lag"),
             held: format!("{prefix}_batches_held_total"),
         }
+    }
+
+    /// Also sends the counts to CloudWatch (low-cardinality dimensions only).
+    pub fn with_cloudwatch(mut self, sink: Arc<CloudWatchSink>) -> Self {
+        self.cloudwatch = Some(sink);
+        self
     }
 
     pub fn batch(&self, size: usize) {
@@ -74,17 +83,16 @@ impl EventMetrics {
 
     /// Records a settled batch: received, processed or failed, and the action taken.
     pub fn settled(&self, events: &[InboundEvent], outcomes: &[Outcome], elapsed: Duration) {
-        let mut groups: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
-        for (e, o) in events.iter().zip(outcomes) {
-            *groups
-                .entry((
-                    event_type(&e.subject),
-                    Subject::last_token(&e.subject),
-                    o.action(),
-                ))
-                .or_default() += 1;
-        }
-        for ((event_type, company, action), n) in groups {
+        for ((event_type, company, action), n) in group(events, outcomes) {
+            if let Some(cw) = &self.cloudwatch {
+                let outcome = if action == "ack" {
+                    &self.processed
+                } else {
+                    &self.failed
+                };
+                cw.add(&self.received, self.consumer_type, event_type, n as f64);
+                cw.add(outcome, self.consumer_type, event_type, n as f64);
+            }
             let labels = [
                 ("event_type", event_type.to_owned()),
                 ("company_id", company.to_owned()),
@@ -100,6 +108,186 @@ impl EventMetrics {
             counter!(self.actions.clone(), &with_action).increment(n);
             histogram!(self.duration.clone(), "event_type" => event_type.to_owned(), "consumer_type" => self.consumer_type).record(elapsed.as_secs_f64());
         }
+    }
+}
+
+/// Events counted by (event type, tenant, action).
+fn group<'a>(
+    events: &'a [InboundEvent],
+    outcomes: &[Outcome],
+) -> HashMap<(&'a str, &'a str, &'static str), u64> {
+    let mut groups: HashMap<(&str, &str, &'static str), u64> = HashMap::new();
+    for (e, o) in events.iter().zip(outcomes) {
+        *groups
+            .entry((
+                event_type(&e.subject),
+                Subject::last_token(&e.subject),
+                o.action(),
+            ))
+            .or_default() += 1;
+    }
+    groups
+}
+
+/// CloudWatch Embedded Metric Format lines (Lambda mode: the log line is the metric).
+#[derive(Debug, Clone)]
+pub struct Emf {
+    pub namespace: String,
+    pub prefix: String,
+    pub consumer_type: &'static str,
+}
+
+impl Emf {
+    /// One EMF line per event type of the batch, dimensions `consumer_type` and `event_type`.
+    pub fn lines(
+        &self,
+        events: &[InboundEvent],
+        outcomes: &[Outcome],
+        elapsed: Duration,
+    ) -> Vec<String> {
+        let mut per_type: HashMap<&str, (u64, u64)> = HashMap::new();
+        for ((event_type, _, action), n) in group(events, outcomes) {
+            let e = per_type.entry(event_type).or_default();
+            if action == "ack" {
+                e.0 += n;
+            } else {
+                e.1 += n;
+            }
+        }
+        let p = &self.prefix;
+        let mut types: Vec<_> = per_type.into_iter().collect();
+        types.sort();
+        types
+            .into_iter()
+            .map(|(event_type, (ok, failed))| {
+                let mut line = serde_json::json!({
+                    "_aws": {
+                        "Timestamp": chrono::Utc::now().timestamp_millis(),
+                        "CloudWatchMetrics": [{
+                            "Namespace": self.namespace,
+                            "Dimensions": [["consumer_type", "event_type"]],
+                            "Metrics": [
+                                {"Name": format!("{p}_events_received_total"), "Unit": "Count"},
+                                {"Name": format!("{p}_events_processed_total"), "Unit": "Count"},
+                                {"Name": format!("{p}_events_failed_total"), "Unit": "Count"},
+                                {"Name": format!("{p}_event_processing_duration_seconds"), "Unit": "Seconds"},
+                            ],
+                        }],
+                    },
+                    "consumer_type": self.consumer_type,
+                    "event_type": event_type,
+                });
+                let obj = line.as_object_mut().expect("object");
+                obj.insert(format!("{p}_events_received_total"), (ok + failed).into());
+                obj.insert(format!("{p}_events_processed_total"), ok.into());
+                obj.insert(format!("{p}_events_failed_total"), failed.into());
+                obj.insert(format!("{p}_event_processing_duration_seconds"), elapsed.as_secs_f64().into());
+                line.to_string()
+            })
+            .collect()
+    }
+
+    /// Writes the lines to stdout, where Lambda's log capture turns them into metrics.
+    pub fn emit(&self, events: &[InboundEvent], outcomes: &[Outcome], elapsed: Duration) {
+        for line in self.lines(events, outcomes, elapsed) {
+            println!("{line}");
+        }
+    }
+}
+
+/// An opt-in CloudWatch sink for standalone mode: counts are summed in memory and sent in
+/// batched `PutMetricData` calls.
+pub struct CloudWatchSink {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+    pending: Mutex<HashMap<(String, &'static str, String), f64>>,
+}
+
+impl CloudWatchSink {
+    /// Credentials and region from the usual AWS sources; `endpoint` overrides the service URL.
+    pub async fn new(namespace: String, endpoint: Option<String>) -> Self {
+        let mut loader = aws_config::from_env();
+        if let Some(url) = endpoint {
+            loader = loader.endpoint_url(url);
+        }
+        let config = loader.load().await;
+        CloudWatchSink {
+            client: aws_sdk_cloudwatch::Client::new(&config),
+            namespace,
+            pending: Mutex::default(),
+        }
+    }
+
+    pub fn add(&self, metric: &str, consumer_type: &'static str, event_type: &str, value: f64) {
+        *self
+            .pending
+            .lock()
+            .expect("lock")
+            .entry((metric.to_owned(), consumer_type, event_type.to_owned()))
+            .or_default() += value;
+    }
+
+    /// Sends everything summed so far; returns how many datums were sent.
+    pub async fn flush(&self) -> Result<usize, String> {
+        use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+        let pending: Vec<_> = std::mem::take(&mut *self.pending.lock().expect("lock"))
+            .into_iter()
+            .collect();
+        let now = aws_sdk_cloudwatch::primitives::DateTime::from_millis(
+            chrono::Utc::now().timestamp_millis(),
+        );
+        let data: Vec<MetricDatum> = pending
+            .iter()
+            .map(|((metric, consumer_type, event_type), value)| {
+                MetricDatum::builder()
+                    .metric_name(metric)
+                    .dimensions(
+                        Dimension::builder()
+                            .name("consumer_type")
+                            .value(*consumer_type)
+                            .build(),
+                    )
+                    .dimensions(
+                        Dimension::builder()
+                            .name("event_type")
+                            .value(event_type)
+                            .build(),
+                    )
+                    .value(*value)
+                    .unit(StandardUnit::Count)
+                    .timestamp(now)
+                    .build()
+            })
+            .collect();
+        for chunk in data.chunks(500) {
+            self.client
+                .put_metric_data()
+                .namespace(&self.namespace)
+                .set_metric_data(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "PutMetricData: {}",
+                        aws_sdk_cloudwatch::error::DisplayErrorContext(&e)
+                    )
+                })?;
+        }
+        Ok(data.len())
+    }
+
+    /// Flushes every `every` until the process ends.
+    pub fn spawn_flusher(self: Arc<Self>, every: Duration) {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.flush().await {
+                    tracing::warn!(error = %e, "sending metrics to CloudWatch");
+                }
+            }
+        });
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod expect;
 pub mod functions;
+pub mod lambda;
 pub mod servers;
 pub mod stack;
 pub mod workload;

@@ -14,6 +14,8 @@ pub struct NatsSettings {
     pub password: Option<String>,
     pub token: Option<String>,
     pub creds_file: Option<String>,
+    /// The content of a .creds file (e.g. injected from a secret store).
+    pub creds: Option<String>,
     pub name: String,
 }
 
@@ -62,6 +64,7 @@ impl NatsSettings {
             password,
             token: env.get("NATS_TOKEN").map(str::to_owned),
             creds_file,
+            creds: env.get("NATS_CREDS_CONTENT").map(str::to_owned),
             name: name.to_owned(),
         })
     }
@@ -72,7 +75,9 @@ impl NatsSettings {
             .name(&self.name)
             .connection_timeout(Duration::from_secs(5))
             .max_reconnects(None);
-        if let Some(path) = &self.creds_file {
+        if let Some(content) = &self.creds {
+            opts = opts.credentials(content)?;
+        } else if let Some(path) = &self.creds_file {
             opts = opts.credentials_file(path).await?;
         } else if let Some(token) = &self.token {
             opts = opts.token(token.clone());

@@ -1,0 +1,73 @@
+//! Bridge routes: which function's consumer feeds which Lambda function.
+
+use wa_shared::app::{FunctionSpec, DLQ_RETRY, HISTORICAL, ONBOARDING, REALTIME};
+use wa_shared::config::ConfigError;
+
+pub const DEFAULT_ROUTES: &str =
+    "realtime=wa-realtime,historical=wa-historical,dlq-retry=wa-dlq-retry,onboarding=wa-onboarding";
+
+/// One route: the function's consumer (as in standalone mode) and the Lambda function to invoke.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub spec: &'static FunctionSpec,
+    /// Function name, ARN or alias, as the Invoke API takes it.
+    pub function: String,
+}
+
+/// Parses `function=lambda-name` pairs, comma-separated.
+pub fn parse(value: &str) -> Result<Vec<Route>, ConfigError> {
+    let bad = |reason: String| ConfigError {
+        var: "BRIDGE_ROUTES",
+        value: value.to_owned(),
+        reason,
+    };
+    let mut routes: Vec<Route> = Vec::new();
+    for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (kind, function) = pair
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{pair:?} is not function=lambda-name")))?;
+        let spec = match kind.trim() {
+            "realtime" => &REALTIME,
+            "historical" => &HISTORICAL,
+            "dlq-retry" => &DLQ_RETRY,
+            "onboarding" => &ONBOARDING,
+            other => {
+                return Err(bad(format!(
+                    "unknown function {other:?} (realtime, historical, dlq-retry, onboarding)"
+                )))
+            }
+        };
+        if function.trim().is_empty() || routes.iter().any(|r| std::ptr::eq(r.spec, spec)) {
+            return Err(bad(format!("{pair:?}: empty or repeated route")));
+        }
+        routes.push(Route {
+            spec,
+            function: function.trim().to_owned(),
+        });
+    }
+    if routes.is_empty() {
+        return Err(bad("no routes".into()));
+    }
+    Ok(routes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_routes() {
+        let r = parse(DEFAULT_ROUTES).unwrap();
+        assert_eq!(r.len(), 4);
+        assert_eq!(r[0].spec.bin, "wa-realtime");
+        let arn = parse("historical=arn:aws:lambda:eu-west-1:123:function:hist").unwrap();
+        assert_eq!(
+            arn[0].function,
+            "arn:aws:lambda:eu-west-1:123:function:hist"
+        );
+        assert!(parse("").is_err());
+        assert!(parse("billing=x").is_err());
+        assert!(parse("realtime").is_err());
+        assert!(parse("realtime=a,realtime=b").is_err());
+    }
+}
