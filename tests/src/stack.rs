@@ -84,8 +84,16 @@ impl Stack {
 
     /// Publishes every producer fixture, in the producer's order.
     pub async fn publish_fixtures(&self) -> usize {
+        self.publish_fixtures_where(|_| true).await
+    }
+
+    /// Publishes the producer fixtures of the kinds `keep` selects, in the producer's order.
+    pub async fn publish_fixtures_where(&self, keep: impl Fn(EventKind) -> bool) -> usize {
         let mut n = 0;
-        for kind in crate::expect::FIXTURE_ORDER {
+        for kind in crate::expect::FIXTURE_ORDER
+            .into_iter()
+            .filter(|k| keep(*k))
+        {
             for line in fixture_lines(kind, &self.tenant) {
                 self.publish_raw(&self.subject(kind), line.into_bytes())
                     .await;
