@@ -51,6 +51,40 @@ struct Record {
     item_index: Option<i32>,
 }
 
+impl Record {
+    /// The row for a dead letter whose envelope could be read.
+    fn of(
+        home: Home,
+        envelope: &DeadLetterEnvelope,
+        dlq: &InboundEvent,
+        error_type: &str,
+        error: String,
+        attempts: u32,
+        item_index: Option<usize>,
+    ) -> Self {
+        Record {
+            home,
+            company: envelope.company.clone(),
+            source_subject: envelope.source_subject.clone(),
+            error_type: error_type.to_owned(),
+            error,
+            retry_count: attempts as i32,
+            ts: Some(envelope.ts),
+            envelope: std::str::from_utf8(&dlq.payload).ok().map(str::to_owned),
+            original_json: envelope
+                .original_payload
+                .as_ref()
+                .map(|r| r.get().to_owned()),
+            original_raw: envelope
+                .original_payload
+                .is_none()
+                .then(|| envelope.original_bytes())
+                .flatten(),
+            item_index: item_index.map(|i| i as i32),
+        }
+    }
+}
+
 impl DlqRetry {
     pub fn new(processor: Arc<Processor>) -> Self {
         DlqRetry { processor }
@@ -77,26 +111,16 @@ impl DlqRetry {
             }
         };
         let original = envelope.original_bytes();
-        let raw = if envelope.original_payload.is_none() {
-            original.clone()
-        } else {
-            None
-        };
-        let record = |home: Home, error_type: &str, error: String| Record {
-            home,
-            company: envelope.company.clone(),
-            source_subject: envelope.source_subject.clone(),
-            error_type: error_type.to_owned(),
-            error,
-            retry_count: envelope.retry_count as i32,
-            ts: Some(envelope.ts),
-            envelope: std::str::from_utf8(&dlq.payload).ok().map(str::to_owned),
-            original_json: envelope
-                .original_payload
-                .as_ref()
-                .map(|r| r.get().to_owned()),
-            original_raw: raw.clone(),
-            item_index: envelope.item_index.map(|i| i as i32),
+        let record = |home: Home, error_type: &str, error: String| {
+            Record::of(
+                home,
+                &envelope,
+                dlq,
+                error_type,
+                error,
+                envelope.retry_count,
+                envelope.item_index,
+            )
         };
         // The tenant is the DLQ subject's; the envelope must agree, or nothing is re-run.
         let tenant = match TenantId::parse(token) {
@@ -170,23 +194,19 @@ impl DlqRetry {
             let results = self.processor.process_batch(&batch).await?;
             for ((i, envelope, _), outcome) in reruns.into_iter().zip(results) {
                 let dlq = &events[i];
-                let exhaust = |d: &DeadLetter| Record {
-                    home: Home::Tenant(
-                        TenantId::parse(&envelope.company).expect("checked in plan"),
-                    ),
-                    company: envelope.company.clone(),
-                    source_subject: envelope.source_subject.clone(),
-                    error_type: d.error_type.as_str().to_owned(),
-                    error: d.error.clone(),
-                    retry_count: (envelope.retry_count + dlq.delivered) as i32,
-                    ts: Some(envelope.ts),
-                    envelope: std::str::from_utf8(&dlq.payload).ok().map(str::to_owned),
-                    original_json: envelope
-                        .original_payload
-                        .as_ref()
-                        .map(|r| r.get().to_owned()),
-                    original_raw: None,
-                    item_index: envelope.item_index.or(d.item_index).map(|i| i as i32),
+                let exhaust = |d: &DeadLetter| {
+                    let tenant = TenantId::parse(&envelope.company).expect("checked in plan");
+                    let attempts = envelope.retry_count + dlq.delivered;
+                    let item = envelope.item_index.or(d.item_index);
+                    Record::of(
+                        Home::Tenant(tenant),
+                        &envelope,
+                        dlq,
+                        d.error_type.as_str(),
+                        d.error.clone(),
+                        attempts,
+                        item,
+                    )
                 };
                 match outcome {
                     Outcome::Ack => {
@@ -293,6 +313,7 @@ impl DlqRetry {
                 dlq_stream: &dlq.stream,
                 dlq_sequence: dlq.stream_sequence as i64,
                 item_index: r.item_index,
+                dlq_message: &dlq.payload,
             };
             exhausted::record(&mut tx, schema, &row).await?;
         }

@@ -7,20 +7,8 @@ use wa_shared::model::EventKind;
 
 use crate::{row, rows};
 
-/// The producer's order: chats first appear as updates, then messages, receipts, contacts,
-/// agent status, and finally a history sync.
-pub const FIXTURE_ORDER: [EventKind; 10] = [
-    EventKind::ChatUpdate,
-    EventKind::ChatUpsert,
-    EventKind::MessageUpsert,
-    EventKind::MessageUpdate,
-    EventKind::ContactUpsert,
-    EventKind::ContactUpdate,
-    EventKind::ConnectionUpdate,
-    EventKind::HistoryChats,
-    EventKind::HistoryMessages,
-    EventKind::HistoryContacts,
-];
+/// The producer's order (see [`EventKind::PRODUCER_ORDER`]).
+pub const FIXTURE_ORDER: [EventKind; 10] = EventKind::PRODUCER_ORDER;
 
 /// Number of message rows the fixtures produce.
 pub const FIXTURE_MESSAGES: i64 = 10;

@@ -358,3 +358,42 @@ async fn without_auto_migrate_an_unknown_tenant_is_retried_not_created() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn exhausted_events_are_recorded_once_per_dead_letter_even_when_sequences_repeat() {
+    use wa_shared::store::exhausted::{record, NewExhausted};
+    let pool = pool().await;
+    let t = unique_tenant("exh");
+    let schema = format!("daisi_{t}");
+    schema::migrate(&pool, &schema).await.unwrap();
+    let row = |msg: &'static [u8]| NewExhausted {
+        company_id: "C",
+        source_subject: "v1.chats.upsert.C",
+        error_type: "malformed",
+        last_error: "x",
+        retry_count: 1,
+        event_timestamp: None,
+        dlq_payload: None,
+        original_payload: None,
+        original_payload_raw: Some(msg),
+        dlq_stream: "dlq_stream",
+        dlq_sequence: 1,
+        item_index: None,
+        dlq_message: msg,
+    };
+    let mut conn = pool.acquire().await.unwrap();
+    assert!(record(&mut conn, &schema, &row(b"first")).await.unwrap());
+    assert!(
+        !record(&mut conn, &schema, &row(b"first")).await.unwrap(),
+        "a redelivery writes nothing"
+    );
+    // A recreated stream reuses sequence 1 for another dead letter: it is still recorded.
+    assert!(record(&mut conn, &schema, &row(b"second")).await.unwrap());
+    assert_eq!(row_count(&pool, &t).await, 2);
+}
+
+async fn row_count(pool: &sqlx::PgPool, tenant: &str) -> i64 {
+    row(pool, tenant, "SELECT count(*) AS n FROM exhausted_events").await["n"]
+        .as_i64()
+        .unwrap()
+}

@@ -40,6 +40,21 @@ impl EventKind {
         EventKind::HistoryContacts,
     ];
 
+    /// The order in which the production agents publish: chats first appear as updates, then
+    /// messages, receipts, contacts, agent status, and finally a history sync.
+    pub const PRODUCER_ORDER: [EventKind; 10] = [
+        EventKind::ChatUpdate,
+        EventKind::ChatUpsert,
+        EventKind::MessageUpsert,
+        EventKind::MessageUpdate,
+        EventKind::ContactUpsert,
+        EventKind::ContactUpdate,
+        EventKind::ConnectionUpdate,
+        EventKind::HistoryChats,
+        EventKind::HistoryMessages,
+        EventKind::HistoryContacts,
+    ];
+
     /// The subject without its tenant token, e.g. `v1.chats.upsert`.
     pub fn base(self) -> &'static str {
         match self {

@@ -24,6 +24,8 @@ pub struct NewExhausted<'a> {
     pub dlq_stream: &'a str,
     pub dlq_sequence: i64,
     pub item_index: Option<i32>,
+    /// The DLQ message's bytes: with the stream position, they identify a redelivery.
+    pub dlq_message: &'a [u8],
 }
 
 /// Records the row in `schema` (already migrated); a second recording of the same DLQ message is
@@ -35,9 +37,10 @@ pub async fn record(
 ) -> Result<bool, sqlx::Error> {
     let sql = format!(
         "INSERT INTO {}.exhausted_events (company_id, source_subject, error_type, last_error, retry_count,
-             event_timestamp, dlq_payload, original_payload, original_payload_raw, dlq_stream, dlq_sequence, item_index)
-         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12)
-         ON CONFLICT (dlq_stream, dlq_sequence, COALESCE(item_index, -1)) DO NOTHING",
+             event_timestamp, dlq_payload, original_payload, original_payload_raw, dlq_stream, dlq_sequence, item_index,
+             dlq_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11, $12, md5($13))
+         ON CONFLICT (dlq_stream, dlq_sequence, COALESCE(item_index, -1), dlq_digest) DO NOTHING",
         quote_ident(schema)
     );
     let done = sqlx::query::<Postgres>(&sql)
@@ -53,6 +56,7 @@ pub async fn record(
         .bind(e.dlq_stream)
         .bind(e.dlq_sequence)
         .bind(e.item_index)
+        .bind(e.dlq_message)
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)

@@ -28,6 +28,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "exhausted_event_keys",
         sql: include_str!("../../../migrations/0002_exhausted_event_keys.sql"),
     },
+    Migration {
+        version: 3,
+        name: "exhausted_event_digest",
+        sql: include_str!("../../../migrations/0003_exhausted_event_digest.sql"),
+    },
 ];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
