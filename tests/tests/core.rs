@@ -397,3 +397,30 @@ async fn row_count(pool: &sqlx::PgPool, tenant: &str) -> i64 {
         .as_i64()
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_recreated_stream_reusing_sequences_is_not_taken_for_redeliveries() {
+    let pool = pool().await;
+    let t = unique_tenant("recreate");
+    let mut ev = Events::new(&t);
+    let p = processor(&pool);
+    let first = ev.json(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}));
+    run_ok(&p, std::slice::from_ref(&first)).await;
+    // The same stream name and sequence, stored later by a new incarnation of the stream.
+    ev.published_at += chrono::Duration::days(1);
+    let reused = wa_shared::pipeline::InboundEvent {
+        published_at: ev.published_at,
+        ..first.clone()
+    };
+    run_ok(&p, &[reused]).await;
+    assert_eq!(
+        row(&pool, &t, "SELECT unread_count FROM chats").await["unread_count"],
+        2
+    );
+    // A true redelivery still applies once.
+    run_ok(&p, &[redelivered(&first)]).await;
+    assert_eq!(
+        row(&pool, &t, "SELECT unread_count FROM chats").await["unread_count"],
+        2
+    );
+}

@@ -418,6 +418,7 @@ fn stream_key(e: &InboundEvent) -> StreamKey {
     StreamKey {
         stream: e.stream.clone(),
         sequence: e.stream_sequence as i64,
+        published_us: e.published_at.timestamp_micros(),
     }
 }
 

@@ -4,11 +4,13 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, Postgres};
 
-/// A stream message, identified the way JetStream does.
+/// A stream message: its stream position and the time the stream stored it (microseconds),
+/// which together survive a stream being recreated and its sequences reused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StreamKey {
     pub stream: String,
     pub sequence: i64,
+    pub published_us: i64,
 }
 
 /// Returns the keys already processed, with the dead items recorded for each (JSON text).
@@ -21,19 +23,30 @@ pub async fn processed(
     }
     let streams: Vec<&str> = keys.iter().map(|k| k.stream.as_str()).collect();
     let seqs: Vec<i64> = keys.iter().map(|k| k.sequence).collect();
-    let rows: Vec<(String, i64, Option<String>)> = sqlx::query_as::<Postgres, _>(
-        "SELECT i.stream, i.stream_sequence, i.dead_items::text
+    let published: Vec<i64> = keys.iter().map(|k| k.published_us).collect();
+    let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as::<Postgres, _>(
+        "SELECT i.stream, i.stream_sequence, i.published_us, i.dead_items::text
          FROM inbox i
-         JOIN unnest($1::text[], $2::int8[]) AS k(stream, seq)
-           ON i.stream = k.stream AND i.stream_sequence = k.seq",
+         JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS k(stream, seq, published_us)
+           ON i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
     )
     .bind(&streams)
     .bind(&seqs)
+    .bind(&published)
     .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(stream, sequence, dead)| (StreamKey { stream, sequence }, dead))
+        .map(|(stream, sequence, published_us, dead)| {
+            (
+                StreamKey {
+                    stream,
+                    sequence,
+                    published_us,
+                },
+                dead,
+            )
+        })
         .collect())
 }
 
@@ -47,13 +60,15 @@ pub async fn record(
     }
     let streams: Vec<&str> = keys.iter().map(|(k, _)| k.stream.as_str()).collect();
     let seqs: Vec<i64> = keys.iter().map(|(k, _)| k.sequence).collect();
+    let published: Vec<i64> = keys.iter().map(|(k, _)| k.published_us).collect();
     let dead: Vec<Option<&str>> = keys.iter().map(|(_, d)| d.as_deref()).collect();
     sqlx::query::<Postgres>(
-        "INSERT INTO inbox (stream, stream_sequence, dead_items)
-         SELECT s, q, d::jsonb FROM unnest($1::text[], $2::int8[], $3::text[]) AS u(s, q, d)",
+        "INSERT INTO inbox (stream, stream_sequence, published_us, dead_items)
+         SELECT s, q, p, d::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS u(s, q, p, d)",
     )
     .bind(&streams)
     .bind(&seqs)
+    .bind(&published)
     .bind(&dead)
     .execute(conn)
     .await?;

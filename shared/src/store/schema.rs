@@ -33,6 +33,11 @@ pub static MIGRATIONS: &[Migration] = &[
         name: "exhausted_event_digest",
         sql: include_str!("../../../migrations/0003_exhausted_event_digest.sql"),
     },
+    Migration {
+        version: 4,
+        name: "inbox_publish_time",
+        sql: include_str!("../../../migrations/0004_inbox_publish_time.sql"),
+    },
 ];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
