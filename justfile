@@ -30,6 +30,19 @@ test: stack reset-test-db
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
     cargo test --workspace
+    cargo test -p wa-benches --bench handlers
+
+# Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
+bench *ARGS:
+    cargo bench -p wa-benches --bench handlers -- {{ARGS}}
+
+# Every micro benchmark once (a smoke check; part of `just test`).
+bench-smoke:
+    cargo test -p wa-benches --bench handlers
+
+# Publish a generated workload to NATS_URL, e.g. `just loadgen --count 100000 --rate 2000`.
+loadgen *ARGS:
+    cargo run --release -p wa-benches --bin wa-loadgen -- run {{ARGS}}
 
 # Recreate the `test` database the tests write to (every test uses fresh tenant schemas in it).
 reset-test-db:

@@ -2,12 +2,21 @@
 //!
 //! `wa-loadgen fixtures` publishes the producer fixtures (one JSON object per line, one file per
 //! subject) on their subjects, for a given company, in the producer's order.
+//!
+//! `wa-loadgen run` publishes a generated workload (all ten subjects, related as the producer
+//! relates them, over several tenants and agents) at a rate or as fast as possible, and reports
+//! the events per second the streams acknowledged.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use wa_benches::{Mix, PublishSettings, Workload, WorkloadSettings};
+use wa_shared::config::parse_duration;
 use wa_shared::model::EventKind;
+use wa_shared::transport::streams::{ensure_stream, stream_specs};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +48,48 @@ enum Command {
         #[arg(long, default_value = "DEMO")]
         company: String,
     },
+    /// Publish a generated producer-shaped workload and report the events/s published.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Tenants (companies `<prefix>001`, `<prefix>002`, …).
+    #[arg(long, default_value_t = 2)]
+    tenants: usize,
+    /// WhatsApp agents (phones) per tenant.
+    #[arg(long, default_value_t = 2)]
+    agents_per_tenant: usize,
+    /// Prefix of the generated company ids.
+    #[arg(long, default_value = "LOAD")]
+    company_prefix: String,
+    /// Subjects to publish: realtime, history or all.
+    #[arg(long, default_value_t = Mix::All)]
+    mix: Mix,
+    /// Events per second; 0 publishes as fast as the server acknowledges.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Events to publish (10000 unless --duration is given).
+    #[arg(long)]
+    count: Option<u64>,
+    /// How long to publish, e.g. 30s or 5m.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Seed of the workload: the same seed publishes the same events.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Publishes whose acknowledgement is awaited at once, at most.
+    #[arg(long, default_value_t = 1000)]
+    in_flight: usize,
+    /// Create (or reconcile) the three streams first, as the functions do at startup.
+    #[arg(long)]
+    create_streams: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The producer's order: chats first appear as updates, then messages, receipts, contacts,
@@ -96,5 +147,40 @@ async fn run(cli: Cli) -> Result<(), String> {
             println!("published {published} fixture events for company {company}");
             Ok(())
         }
+        Command::Run(args) => run_workload(&js, args).await,
     }
+}
+
+async fn run_workload(js: &async_nats::jetstream::Context, args: RunArgs) -> Result<(), String> {
+    let mut workload = Workload::new(&WorkloadSettings {
+        tenants: args.tenants,
+        agents_per_tenant: args.agents_per_tenant,
+        company_prefix: args.company_prefix,
+        mix: args.mix,
+        seed: args.seed,
+    })?;
+    if args.create_streams {
+        for spec in stream_specs(1, Duration::from_secs(7 * 24 * 3600)) {
+            ensure_stream(js, &spec).await.map_err(|e| e.to_string())?;
+        }
+    }
+    let settings = PublishSettings {
+        rate: args.rate.max(0.0),
+        count: args.count.or(args.duration.is_none().then_some(10_000)),
+        duration: args.duration,
+        in_flight: args.in_flight,
+        progress: !args.quiet,
+    };
+    let report = wa_benches::publish(js, &mut workload, &settings).await;
+    // A closed stdout (`| head`) is not a failure of the run.
+    let mut out = std::io::stdout().lock();
+    let _ = if args.json {
+        writeln!(out, "{}", report.to_json())
+    } else {
+        write!(out, "{report}")
+    };
+    if report.published == 0 && report.errors > 0 {
+        return Err("nothing was stored; are the streams there? (--create-streams)".into());
+    }
+    Ok(())
 }

@@ -422,15 +422,32 @@ fn stream_key(e: &InboundEvent) -> StreamKey {
     }
 }
 
-/// The `last_metadata` JSON of every row an event writes.
-fn metadata(e: &InboundEvent, processed_at: &str) -> String {
-    serde_json::json!({
-        "stream": e.stream,
-        "stream_sequence": e.stream_sequence,
-        "consumer": e.consumer,
-        "subject": e.subject,
-        "delivered": e.delivered,
-        "processed_at": processed_at,
-    })
-    .to_string()
+/// The `last_metadata` of every row an event writes.
+#[derive(Debug, serde::Serialize)]
+pub struct Metadata<'a> {
+    pub stream: &'a str,
+    pub stream_sequence: u64,
+    pub consumer: &'a str,
+    pub subject: &'a str,
+    pub delivered: u32,
+    pub processed_at: &'a str,
+}
+
+impl Metadata<'_> {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("metadata serialises")
+    }
+}
+
+/// The `last_metadata` JSON of an event.
+pub fn metadata(e: &InboundEvent, processed_at: &str) -> String {
+    Metadata {
+        stream: &e.stream,
+        stream_sequence: e.stream_sequence,
+        consumer: &e.consumer,
+        subject: &e.subject,
+        delivered: e.delivered,
+        processed_at,
+    }
+    .to_json()
 }

@@ -1,0 +1,21 @@
+//! Load generation and benchmarks for the WA Events Processor.
+//!
+//! * [`workload`]: a deterministic stream of producer-shaped events over tenants and agents.
+//! * [`agent`], [`scene`], [`sync`]: one simulated phone, its realtime scenes, its history syncs.
+//! * [`producer`], [`content`]: the producer's JSON bodies and message contents.
+//! * [`publisher`], [`report`]: publishing to JetStream with pipelined acks, and what it measured.
+//! * [`rng`]: the seeded random numbers behind `--seed`.
+
+pub mod agent;
+pub mod content;
+pub mod producer;
+pub mod publisher;
+pub mod report;
+pub mod rng;
+pub mod scene;
+pub mod sync;
+pub mod workload;
+
+pub use publisher::{publish, PublishSettings};
+pub use report::Report;
+pub use workload::{Event, Mix, Workload, WorkloadSettings};
