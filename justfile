@@ -29,8 +29,8 @@ test: stack reset-test-db
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
-    cargo test --workspace
     cargo test -p wa-benches --bench handlers
+    cargo test --workspace
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
 bench *ARGS:

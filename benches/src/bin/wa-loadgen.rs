@@ -92,21 +92,6 @@ struct RunArgs {
     json: bool,
 }
 
-/// The producer's order: chats first appear as updates, then messages, receipts, contacts,
-/// agent status, history.
-const ORDER: [EventKind; 10] = [
-    EventKind::ChatUpdate,
-    EventKind::ChatUpsert,
-    EventKind::MessageUpsert,
-    EventKind::MessageUpdate,
-    EventKind::ContactUpsert,
-    EventKind::ContactUpdate,
-    EventKind::ConnectionUpdate,
-    EventKind::HistoryChats,
-    EventKind::HistoryMessages,
-    EventKind::HistoryContacts,
-];
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -128,7 +113,7 @@ async fn run(cli: Cli) -> Result<(), String> {
         Command::Fixtures { dir, company } => {
             wa_shared::model::TenantId::parse(&company).map_err(|e| e.to_string())?;
             let mut published = 0;
-            for kind in ORDER {
+            for kind in EventKind::PRODUCER_ORDER {
                 let path = dir.join(format!("{}.jsonl", kind.base()));
                 let Ok(text) = std::fs::read_to_string(&path) else {
                     continue;
