@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/local-stack.sh
-cargo build --release --workspace --bins
+cargo build --release -p wa-realtime -p wa-historical -p wa-benches --bin wa-realtime --bin wa-historical --bin wa-loadgen
 bin="${CARGO_TARGET_DIR:-target}/release"
 export DATABASE_URL="${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 export NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
