@@ -121,6 +121,28 @@ impl Function {
         http_get(self.http_port, path).await
     }
 
+    /// Waits until the metrics show a batch held (database unavailable, or a failed or timed-out
+    /// Lambda invocation).
+    pub async fn wait_until_holding(&self) {
+        let start = Instant::now();
+        loop {
+            if let Some((_, body)) = self.get("/metrics").await {
+                if body.lines().any(|l| {
+                    l.starts_with("message_event_service_batches_held_total") && !l.ends_with(" 0")
+                }) {
+                    return;
+                }
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{} never held a batch; logs:\n{}",
+                self.name,
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until `/ready` answers 200.
     pub async fn wait_ready(&self) {
         let start = Instant::now();

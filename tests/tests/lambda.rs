@@ -26,19 +26,6 @@ async fn settled(s: &Stack, consumers: &[(&str, &str)]) {
     }
 }
 
-/// Waits until the bridge's metrics show a batch held after a failed or timed-out invocation.
-async fn wait_until_holding(bridge: &wa_integration_tests::functions::Function) {
-    eventually(WAIT, "the bridge to hold a batch", || async {
-        let (_, body) = bridge.get("/metrics").await?;
-        body.lines()
-            .any(|l| {
-                l.starts_with("message_event_service_batches_held_total") && !l.ends_with(" 0")
-            })
-            .then_some(())
-    })
-    .await;
-}
-
 const BOTH: &[(&str, &str)] = &[
     ("wa_events_stream", "wa_realtime"),
     ("wa_history_events_stream", "wa_historical"),
@@ -222,7 +209,7 @@ async fn a_failing_function_holds_the_batch_and_applies_it_once_after_recovery()
     }
     .publish(&s.js, &s.tenant)
     .await;
-    wait_until_holding(&bridge).await;
+    bridge.wait_until_holding().await;
     pg.restart();
     s.pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
@@ -262,7 +249,7 @@ async fn a_timed_out_invocation_is_retried_and_applied_once() {
             .await;
     }
     // Hold the lock until an invocation has timed out and the batch is held for a retry.
-    wait_until_holding(&bridge).await;
+    bridge.wait_until_holding().await;
     locker.rollback().await.unwrap();
     eventually(WAIT, "all six", || async {
         (s.count("SELECT count(*) FROM inbox").await == 6).then_some(())

@@ -34,19 +34,6 @@ async fn wait_all_applied(s: &Stack, w: &Workload) {
     );
 }
 
-/// Waits until the function's metrics show it holding a batch for an unavailable database.
-async fn wait_until_holding(f: &wa_integration_tests::functions::Function) {
-    eventually(WAIT, "the batch to be held", || async {
-        let (_, body) = f.get("/metrics").await?;
-        body.lines()
-            .any(|l| {
-                l.starts_with("message_event_service_batches_held_total") && !l.ends_with(" 0")
-            })
-            .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn kill_9_mid_stream_then_restart_applies_every_event_exactly_once() {
     let s = Stack::new("kill").await;
@@ -164,7 +151,7 @@ async fn a_postgres_outage_dead_letters_nothing_and_everything_lands_after_recov
     }
     .publish(&s.js, &s.tenant)
     .await;
-    wait_until_holding(&rt).await;
+    rt.wait_until_holding().await;
     assert_eq!(
         rt.get("/ready").await.map(|r| r.0),
         Some(503),
@@ -205,7 +192,7 @@ async fn a_long_table_lock_holds_batches_until_it_is_released() {
         s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
             .await;
     }
-    wait_until_holding(&rt).await;
+    rt.wait_until_holding().await;
     locker.rollback().await.unwrap();
 
     eventually(WAIT, "everything after the lock", || async {
