@@ -424,3 +424,36 @@ async fn a_recreated_stream_reusing_sequences_is_not_taken_for_redeliveries() {
         2
     );
 }
+
+#[tokio::test]
+async fn a_message_delivered_twice_in_one_batch_is_applied_once() {
+    let pool = pool().await;
+    let t = unique_tenant("twice");
+    let ev = Events::new(&t);
+    let p = processor(&pool);
+    let delta = ev.json(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 2}));
+    let receipt = ev.json(
+        MessageUpdate,
+        json!({"message_id": "missing", "status": "3"}),
+    );
+    let batch = [
+        delta.clone(),
+        redelivered(&delta),
+        receipt.clone(),
+        redelivered(&receipt),
+    ];
+    let outcomes = run(&p, &batch).await;
+    assert!(matches!(outcomes[0], Outcome::Ack), "{outcomes:?}");
+    assert!(matches!(outcomes[1], Outcome::Ack), "{outcomes:?}");
+    // The receipt's message does not exist yet: both copies are retried, neither is recorded.
+    assert!(matches!(outcomes[2], Outcome::Retry { .. }), "{outcomes:?}");
+    assert!(matches!(outcomes[3], Outcome::Retry { .. }), "{outcomes:?}");
+    assert_eq!(
+        row(&pool, &t, "SELECT unread_count FROM chats").await["unread_count"],
+        2
+    );
+    assert_eq!(
+        row(&pool, &t, "SELECT count(*) AS n FROM inbox").await["n"],
+        1
+    );
+}

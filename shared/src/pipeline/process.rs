@@ -313,7 +313,8 @@ impl Processor {
         }
     }
 
-    /// One tenant transaction: skip what the inbox has seen, write the rest, record it.
+    /// One tenant transaction: claim the events in the inbox (skipping those it has seen),
+    /// write the fresh ones, take back the claims of events that must be retried, commit.
     async fn write_tx(
         &self,
         events: &[InboundEvent],
@@ -323,51 +324,79 @@ impl Processor {
     ) -> Result<Vec<(usize, Outcome)>, TxError> {
         let mut tx = tenant_tx::begin(&self.pool, tenant, self.settings.lock_timeout).await?;
         let keys: Vec<StreamKey> = part.iter().map(|d| stream_key(&events[d.idx])).collect();
-        let seen = inbox::processed(&mut tx, &keys).await?;
-        let fresh: Vec<&Decoded> = part
+        // A stream message delivered twice within the batch is applied once: later copies
+        // share the outcome of the first.
+        let mut first_copy: HashMap<&StreamKey, usize> = HashMap::with_capacity(keys.len());
+        let copy_of: Vec<Option<usize>> = keys
             .iter()
-            .zip(&keys)
-            .filter(|(_, k)| !seen.contains_key(*k))
-            .map(|(d, _)| d)
+            .enumerate()
+            .map(|(i, k)| match first_copy.entry(k) {
+                std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(i);
+                    None
+                }
+            })
+            .collect();
+        let mut dead_items: Vec<Vec<DeadLetter>> =
+            part.iter().map(Decoded::invalid_items).collect();
+        let claims: Vec<(&StreamKey, Option<String>)> = keys
+            .iter()
+            .zip(&dead_items)
+            .zip(&copy_of)
+            .filter(|(_, copy)| copy.is_none())
+            .map(|((k, items), _)| (k, dead_items_json(items)))
+            .collect();
+        let seen = inbox::claim(&mut tx, &claims).await?;
+        let fresh: Vec<(usize, &Decoded)> = part
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| copy_of[*i].is_none() && !seen.contains_key(&keys[*i]))
             .collect();
 
-        let mut dead_items: HashMap<usize, Vec<DeadLetter>> =
-            fresh.iter().map(|d| (d.idx, d.invalid_items())).collect();
         let not_found: HashSet<usize> = if item_by_item {
             // One history event whose batch write the database refused: find the items to blame.
-            let d = fresh.first().copied();
-            for (item, unit) in d.iter().flat_map(|d| d.units()) {
-                sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
-                let plan = Plan::new([(d.expect("event"), unit)]);
-                match plan.execute(&mut tx, tenant.as_str()).await {
-                    Ok(_) => {
-                        sqlx::query("RELEASE SAVEPOINT item")
-                            .execute(&mut *tx)
-                            .await?
-                    }
-                    Err(e) if classify(&e) == DbFailure::Permanent => {
-                        sqlx::query("ROLLBACK TO SAVEPOINT item")
-                            .execute(&mut *tx)
-                            .await?;
-                        dead_items
-                            .entry(d.expect("event").idx)
-                            .or_default()
-                            .push(DeadLetter {
+            let mut found_dead = false;
+            for &(i, d) in &fresh {
+                for (item, unit) in d.units() {
+                    sqlx::query("SAVEPOINT item").execute(&mut *tx).await?;
+                    match Plan::new([(d, unit)])
+                        .execute(&mut tx, tenant.as_str())
+                        .await
+                    {
+                        Ok(_) => {
+                            sqlx::query("RELEASE SAVEPOINT item")
+                                .execute(&mut *tx)
+                                .await?;
+                        }
+                        Err(e) if classify(&e) == DbFailure::Permanent => {
+                            sqlx::query("ROLLBACK TO SAVEPOINT item")
+                                .execute(&mut *tx)
+                                .await?;
+                            found_dead = true;
+                            dead_items[i].push(DeadLetter {
                                 error_type: ErrorType::DatabasePermanent,
                                 error: e.to_string(),
                                 item_index: item,
                             });
-                        continue;
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
-                };
+                }
+            }
+            if found_dead {
+                let update: Vec<(&StreamKey, Option<String>)> = fresh
+                    .iter()
+                    .map(|&(i, _)| (&keys[i], dead_items_json(&dead_items[i])))
+                    .collect();
+                inbox::set_dead_items(&mut tx, &update).await?;
             }
             HashSet::new()
         } else {
             let plan = Plan::new(
                 fresh
                     .iter()
-                    .flat_map(|d| d.units().map(move |(_, u)| (*d, u))),
+                    .flat_map(|&(_, d)| d.units().map(move |(_, u)| (d, u))),
             );
             plan.execute(&mut tx, tenant.as_str())
                 .await?
@@ -375,11 +404,17 @@ impl Processor {
                 .collect()
         };
 
-        let mut record = Vec::with_capacity(fresh.len());
-        let mut out = Vec::with_capacity(part.len());
-        for (d, key) in part.iter().zip(&keys) {
+        let mut retried = Vec::new();
+        let mut out: Vec<(usize, Outcome)> = Vec::with_capacity(part.len());
+        for (i, d) in part.iter().enumerate() {
             let event = &events[d.idx];
-            let outcome = if let Some(dead) = seen.get(key) {
+            let outcome = if let Some(first) = copy_of[i] {
+                debug!(
+                    seq = event.stream_sequence,
+                    "delivered twice in one batch; applied once"
+                );
+                out[first].1.clone()
+            } else if let Some(dead) = seen.get(&keys[i]) {
                 debug!(
                     seq = event.stream_sequence,
                     "duplicate delivery; effects already committed"
@@ -390,20 +425,22 @@ impl Processor {
                     .unwrap_or_default();
                 ack(items)
             } else if not_found.contains(&d.idx) {
+                retried.push(&keys[i]);
                 self.transient(event, "message to update not found yet")
             } else {
-                let items = dead_items.remove(&d.idx).unwrap_or_default();
-                let json = (!items.is_empty())
-                    .then(|| serde_json::to_string(&items).expect("dead items serialise"));
-                record.push((key, json));
-                ack(items)
+                ack(std::mem::take(&mut dead_items[i]))
             };
             out.push((d.idx, outcome));
         }
-        inbox::record(&mut tx, &record).await?;
+        inbox::release(&mut tx, &retried).await?;
         tx.commit().await?;
         Ok(out)
     }
+}
+
+/// Dead items as recorded in the inbox: JSON text, or nothing when there are none.
+fn dead_items_json(items: &[DeadLetter]) -> Option<String> {
+    (!items.is_empty()).then(|| serde_json::to_string(items).expect("dead items serialise"))
 }
 
 fn ack(dead_items: Vec<DeadLetter>) -> Outcome {

@@ -13,17 +13,41 @@ pub struct StreamKey {
     pub published_us: i64,
 }
 
-/// Returns the keys already processed, with the dead items recorded for each (JSON text).
-pub async fn processed(
+/// Claims `keys` for this transaction: records each one not seen before (with the dead items
+/// known so far, JSON text) and returns the ones already processed, each with its recorded
+/// dead items. One statement in the usual case (nothing seen before); the tenant lock keeps
+/// another writer from claiming the same keys meanwhile.
+pub async fn claim(
     conn: &mut PgConnection,
-    keys: &[StreamKey],
+    keys: &[(&StreamKey, Option<String>)],
 ) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
     if keys.is_empty() {
         return Ok(HashMap::new());
     }
-    let streams: Vec<&str> = keys.iter().map(|k| k.stream.as_str()).collect();
-    let seqs: Vec<i64> = keys.iter().map(|k| k.sequence).collect();
-    let published: Vec<i64> = keys.iter().map(|k| k.published_us).collect();
+    let (streams, seqs, published) = columns(keys.iter().map(|(k, _)| *k));
+    let dead: Vec<Option<&str>> = keys.iter().map(|(_, d)| d.as_deref()).collect();
+    let claimed: Vec<(String, i64, i64)> = sqlx::query_as::<Postgres, _>(
+        "INSERT INTO inbox (stream, stream_sequence, published_us, dead_items)
+         SELECT s, q, p, d::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS u(s, q, p, d)
+         ON CONFLICT DO NOTHING
+         RETURNING stream, stream_sequence, published_us",
+    )
+    .bind(&streams)
+    .bind(&seqs)
+    .bind(&published)
+    .bind(&dead)
+    .fetch_all(&mut *conn)
+    .await?;
+    if claimed.len() == keys.len() {
+        return Ok(HashMap::new());
+    }
+    let claimed: std::collections::HashSet<(String, i64, i64)> = claimed.into_iter().collect();
+    let seen: Vec<&StreamKey> = keys
+        .iter()
+        .map(|(k, _)| *k)
+        .filter(|k| !claimed.contains(&(k.stream.clone(), k.sequence, k.published_us)))
+        .collect();
+    let (streams, seqs, published) = columns(seen.iter().copied());
     let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as::<Postgres, _>(
         "SELECT i.stream, i.stream_sequence, i.published_us, i.dead_items::text
          FROM inbox i
@@ -50,21 +74,38 @@ pub async fn processed(
         .collect())
 }
 
-/// Records keys as processed, each with its dead items (JSON text) if any.
-pub async fn record(
+/// Takes back claims of this transaction (events that will be retried instead).
+pub async fn release(conn: &mut PgConnection, keys: &[&StreamKey]) -> Result<(), sqlx::Error> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let (streams, seqs, published) = columns(keys.iter().copied());
+    sqlx::query::<Postgres>(
+        "DELETE FROM inbox i USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(stream, seq, published_us)
+         WHERE i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
+    )
+    .bind(&streams)
+    .bind(&seqs)
+    .bind(&published)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the dead items recorded with claimed keys (JSON text).
+pub async fn set_dead_items(
     conn: &mut PgConnection,
     keys: &[(&StreamKey, Option<String>)],
 ) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
-    let streams: Vec<&str> = keys.iter().map(|(k, _)| k.stream.as_str()).collect();
-    let seqs: Vec<i64> = keys.iter().map(|(k, _)| k.sequence).collect();
-    let published: Vec<i64> = keys.iter().map(|(k, _)| k.published_us).collect();
+    let (streams, seqs, published) = columns(keys.iter().map(|(k, _)| *k));
     let dead: Vec<Option<&str>> = keys.iter().map(|(_, d)| d.as_deref()).collect();
     sqlx::query::<Postgres>(
-        "INSERT INTO inbox (stream, stream_sequence, published_us, dead_items)
-         SELECT s, q, p, d::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS u(s, q, p, d)",
+        "UPDATE inbox i SET dead_items = k.d::jsonb
+         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS k(stream, seq, published_us, d)
+         WHERE i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
     )
     .bind(&streams)
     .bind(&seqs)
@@ -73,6 +114,18 @@ pub async fn record(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+type KeyColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<i64>);
+
+fn columns<'a>(keys: impl Iterator<Item = &'a StreamKey>) -> KeyColumns<'a> {
+    let mut out: KeyColumns<'a> = Default::default();
+    for k in keys {
+        out.0.push(&k.stream);
+        out.1.push(k.sequence);
+        out.2.push(k.published_us);
+    }
+    out
 }
 
 /// Forgets inbox rows older than `max_age` (beyond the streams' retention nothing can be
