@@ -1,8 +1,11 @@
 //! Turns a tenant's decoded events into rounds of set-based writes.
 //!
-//! A row touched by several events of one batch is written once per round, in stream order:
-//! the n-th event for a row goes to round n. Rows in one round are distinct, so each bulk
-//! statement touches a row at most once, and per-key order is the stream's.
+//! A round runs one bulk statement per kind of write, always in the same order (chats,
+//! messages, message patches, contacts, agents). A row's writes are placed in stream order:
+//! each in the round of the row's previous write if its statement comes later in a round,
+//! otherwise in the next round. So each statement touches a row at most once, and per-row
+//! order is the stream's. Runs of writes that compose (receipts of one message, unread deltas
+//! of one chat) are folded into one row first.
 
 use std::collections::HashMap;
 
@@ -106,6 +109,17 @@ enum RowKey<'a> {
 }
 
 impl<'a> Unit<'a> {
+    /// The position of this unit's statement among those of a round (see [`Plan::execute`]).
+    fn stage(&self) -> u8 {
+        match self {
+            Unit::Chat(..) => 0,
+            Unit::Message(_) => 1,
+            Unit::Patch(_) => 2,
+            Unit::Contact(_) => 3,
+            Unit::Agent(_) => 4,
+        }
+    }
+
     fn key(&self) -> RowKey<'a> {
         match *self {
             Unit::Chat(c, _) => RowKey::Chat(&c.chat_id),
@@ -115,6 +129,21 @@ impl<'a> Unit<'a> {
             Unit::Agent(a) => RowKey::Agent(&a.agent_id),
         }
     }
+}
+
+/// Where the writes of one row stand while a plan is built.
+#[derive(Default)]
+struct KeyState {
+    /// The round and stage of the row's latest write.
+    at: Option<(usize, u8)>,
+    /// The row's latest write, when later ones may fold into it: (round, row in the round).
+    last: Option<Last>,
+}
+
+#[derive(Clone, Copy)]
+enum Last {
+    Patch(usize, usize),
+    Delta(usize, usize),
 }
 
 #[derive(Default)]
@@ -136,21 +165,53 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     /// Plans the writes of `units` (each with its event), given in stream order.
+    ///
+    /// Runs of `messages.update` patches to one message, and of `chats.update` deltas to one
+    /// chat, are folded into one row where that gives the same result as applying them in
+    /// turn (see [`MessagePatchRows::fold`] and [`ChatRows::fold`]), so that a hot chat or a
+    /// message with its receipts costs one round, not one per event.
     pub fn new(units: impl IntoIterator<Item = (&'a Decoded, Unit<'a>)>) -> Self {
-        let mut next_round: HashMap<RowKey<'a>, usize> = HashMap::new();
+        let mut rows: HashMap<RowKey<'a>, KeyState> = HashMap::new();
         let mut rounds: Vec<Round<'a>> = Vec::new();
         let mut ensure = ChatEnsureRows::default();
         for (event, unit) in units {
-            let slot = next_round.entry(unit.key()).or_insert(0);
-            let r = *slot;
-            *slot += 1;
+            let meta = event.meta.as_str();
+            let state = rows.entry(unit.key()).or_default();
+            match (unit, state.last) {
+                (Unit::Patch(p), Some(Last::Patch(r, row))) => {
+                    rounds[r].patches.fold(row, p, meta);
+                    rounds[r].patch_events.push((&p.message_id, event.idx));
+                    continue;
+                }
+                (Unit::Chat(c, true), Some(Last::Delta(r, row)))
+                    if rounds[r].chats.can_fold(row, c) =>
+                {
+                    rounds[r].chats.fold(row, c, meta);
+                    continue;
+                }
+                _ => {}
+            }
+            // A round runs its statements in `Unit::stage` order, so a write whose statement
+            // comes later than the row's previous write can share that write's round.
+            let stage = unit.stage();
+            let r = match state.at {
+                None => 0,
+                Some((r, previous)) if stage > previous => r,
+                Some((r, _)) => r + 1,
+            };
+            state.at = Some((r, stage));
             if rounds.len() <= r {
                 rounds.resize_with(r + 1, Round::default);
             }
             let round = &mut rounds[r];
-            let meta = event.meta.as_str();
+            state.last = None;
             match unit {
-                Unit::Chat(c, delta) => round.chats.push(c, delta, meta),
+                Unit::Chat(c, delta) => {
+                    if delta {
+                        state.last = Some(Last::Delta(r, round.chats.len()));
+                    }
+                    round.chats.push(c, delta, meta)
+                }
                 Unit::Message(m) => {
                     round
                         .messages
@@ -158,6 +219,7 @@ impl<'a> Plan<'a> {
                     ensure.push(&m.chat_id, m.jid.as_deref(), m.agent_id.as_deref(), meta);
                 }
                 Unit::Patch(p) => {
+                    state.last = Some(Last::Patch(r, round.patches.len()));
                     round.patches.push(p, meta);
                     round.patch_events.push((&p.message_id, event.idx));
                 }
@@ -166,6 +228,11 @@ impl<'a> Plan<'a> {
             }
         }
         Plan { rounds, ensure }
+    }
+
+    /// Rounds of statements the plan runs.
+    pub fn rounds(&self) -> usize {
+        self.rounds.len()
     }
 
     /// Executes the plan; returns the batch positions of patches whose message was not found.
@@ -196,5 +263,89 @@ impl<'a> Plan<'a> {
             round.agents.write(conn, company).await?;
         }
         Ok(not_found)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{decode, Subject};
+
+    fn decoded(events: &[(&str, &str)]) -> Vec<Decoded> {
+        events
+            .iter()
+            .enumerate()
+            .map(|(idx, (base, body))| {
+                let subject = Subject::parse(&format!("{base}.CMP")).expect("subject");
+                Decoded {
+                    idx,
+                    published_at: DateTime::from_timestamp(1_718_400_000, 0).expect("time"),
+                    payload: decode(&subject, body.as_bytes(), 1 << 20).expect("payload"),
+                    meta: format!("{{\"idx\":{idx}}}"),
+                }
+            })
+            .collect()
+    }
+
+    fn rounds(events: &[(&str, &str)]) -> usize {
+        let decoded = decoded(events);
+        Plan::new(
+            decoded
+                .iter()
+                .flat_map(|d| d.units().map(move |(_, u)| (d, u))),
+        )
+        .rounds()
+    }
+
+    const MESSAGE: (&str, &str) = (
+        "v1.messages.upsert",
+        r#"{"message_id":"m1","chat_id":"A_1","flow":"OUT","status":"1"}"#,
+    );
+
+    fn receipt(status: &str) -> (&'static str, String) {
+        (
+            "v1.messages.update",
+            format!(r#"{{"message_id":"m1","status":"{status}"}}"#),
+        )
+    }
+
+    #[test]
+    fn a_message_its_receipts_and_a_hot_chat_take_one_round() {
+        let r2 = receipt("2");
+        let r3 = receipt("3");
+        let events = [
+            MESSAGE,
+            (r2.0, r2.1.as_str()),
+            (r3.0, r3.1.as_str()),
+            ("v1.chats.update", r#"{"chat_id":"A_1","unread_count":1}"#),
+            (
+                "v1.chats.update",
+                r#"{"chat_id":"A_1","unread_count":0,"push_name":"Ana"}"#,
+            ),
+            ("v1.chats.update", r#"{"chat_id":"A_1","unread_count":-1}"#),
+        ];
+        assert_eq!(rounds(&events), 1);
+    }
+
+    #[test]
+    fn writes_that_do_not_compose_take_another_round() {
+        let r2 = receipt("2");
+        // A receipt before its message: the message's upsert runs before patches in a round.
+        assert_eq!(rounds(&[(r2.0, r2.1.as_str()), MESSAGE]), 2);
+        // A name judged against a phone number an earlier update of the batch changes.
+        let phone_then_name = [
+            (
+                "v1.chats.update",
+                r#"{"chat_id":"A_1","phone_number":"551100"}"#,
+            ),
+            ("v1.chats.update", r#"{"chat_id":"A_1","push_name":"Ana"}"#),
+        ];
+        assert_eq!(rounds(&phone_then_name), 2);
+        // Upserts are absolute: they never fold.
+        let upserts = [
+            ("v1.chats.upsert", r#"{"chat_id":"A_1","unread_count":1}"#),
+            ("v1.chats.update", r#"{"chat_id":"A_1","unread_count":1}"#),
+        ];
+        assert_eq!(rounds(&upserts), 2);
     }
 }

@@ -6,51 +6,38 @@ use sqlx::{PgConnection, Postgres};
 
 use crate::model::AgentPayload;
 
+use super::column;
+
 /// Agent upserts for one statement; each `agent_id` appears at most once.
 #[derive(Default)]
 pub struct AgentRows<'a> {
-    agent_id: Vec<&'a str>,
-    qr_code: Vec<Option<&'a str>>,
-    status: Vec<Option<&'a str>>,
-    agent_name: Vec<Option<&'a str>>,
-    phone_number: Vec<Option<&'a str>>,
-    host_name: Vec<Option<&'a str>>,
-    version: Vec<Option<&'a str>>,
-    published_at: Vec<DateTime<Utc>>,
-    meta: Vec<&'a str>,
+    rows: Vec<(&'a AgentPayload, DateTime<Utc>, &'a str)>,
 }
 
 impl<'a> AgentRows<'a> {
     pub fn is_empty(&self) -> bool {
-        self.agent_id.is_empty()
+        self.rows.is_empty()
     }
 
     pub fn push(&mut self, a: &'a AgentPayload, published_at: DateTime<Utc>, meta: &'a str) {
-        self.agent_id.push(&a.agent_id);
-        self.qr_code.push(a.qr_code.as_deref());
-        self.status.push(a.status.as_deref());
-        self.agent_name.push(a.agent_name.as_deref());
-        self.phone_number.push(a.phone_number.as_deref());
-        self.host_name.push(a.host_name.as_deref());
-        self.version.push(a.version.as_deref());
-        self.published_at.push(published_at);
-        self.meta.push(meta);
+        self.rows.push((a, published_at, meta));
     }
 
     pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
+        let rows = &self.rows;
         sqlx::query::<Postgres>(UPSERT_AGENTS)
-            .bind(&self.agent_id)
-            .bind(&self.qr_code)
-            .bind(&self.status)
-            .bind(&self.agent_name)
-            .bind(&self.phone_number)
-            .bind(&self.host_name)
-            .bind(&self.version)
-            .bind(&self.published_at)
-            .bind(&self.meta)
+            .bind(column(rows, |(a, ..)| a.agent_id.as_str()))
+            .bind(column(rows, |(a, ..)| a.qr_code.as_deref()))
+            .bind(column(rows, |(a, ..)| a.status.as_deref()))
+            .bind(column(rows, |(a, ..)| a.agent_name.as_deref()))
+            .bind(column(rows, |(a, ..)| a.phone_number.as_deref()))
+            .bind(column(rows, |(a, ..)| a.host_name.as_deref()))
+            .bind(column(rows, |(a, ..)| a.version.as_deref()))
+            .bind(column(rows, |(_, published_at, _)| *published_at))
+            .bind(column(rows, |(.., meta)| *meta))
             .bind(company)
             .execute(conn)
             .await?;

@@ -6,105 +6,170 @@ use sqlx::{PgConnection, Postgres};
 use crate::model::fields::{chat_id_suffix, is_group_jid, is_placeholder_name, phone_from_jid};
 use crate::model::ChatPayload;
 
+use super::column;
+
 /// Chat patches for one statement; each `chat_id` appears at most once.
 #[derive(Default)]
 pub struct ChatRows<'a> {
-    chat_id: Vec<&'a str>,
-    jid: Vec<Option<&'a str>>,
-    push_name: Vec<Option<&'a str>>,
-    push_placeholder: Vec<bool>,
-    custom_name: Vec<Option<&'a str>>,
-    group_name: Vec<Option<&'a str>>,
-    group_placeholder: Vec<bool>,
-    phone_number: Vec<Option<&'a str>>,
-    agent_id: Vec<Option<&'a str>>,
-    assigned_to: Vec<Option<&'a str>>,
-    is_group: Vec<Option<bool>>,
-    not_spam: Vec<Option<bool>>,
-    unread: Vec<Option<i32>>,
-    delta: Vec<bool>,
-    last_message: Vec<Option<&'a str>>,
-    conversation_timestamp: Vec<Option<i64>>,
-    insert_phone: Vec<Option<&'a str>>,
-    insert_is_group: Vec<Option<bool>>,
-    meta: Vec<&'a str>,
+    rows: Vec<ChatRow<'a>>,
+}
+
+/// One row of [`ChatRows`].
+struct ChatRow<'a> {
+    chat_id: &'a str,
+    jid: Option<&'a str>,
+    push_name: Option<&'a str>,
+    push_placeholder: bool,
+    custom_name: Option<&'a str>,
+    group_name: Option<&'a str>,
+    group_placeholder: bool,
+    phone_number: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    assigned_to: Option<&'a str>,
+    is_group: Option<bool>,
+    not_spam: Option<bool>,
+    /// Absolute count (upserts), or the function of the stored count (deltas).
+    unread: Option<UnreadDelta>,
+    delta: bool,
+    last_message: Option<&'a str>,
+    /// The timestamp `last_message` is guarded by (its own event's).
+    last_message_ts: Option<i64>,
+    conversation_timestamp: Option<i64>,
+    insert_phone: Option<&'a str>,
+    insert_is_group: Option<bool>,
+    meta: &'a str,
 }
 
 impl<'a> ChatRows<'a> {
     pub fn is_empty(&self) -> bool {
-        self.chat_id.is_empty()
+        self.rows.is_empty()
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.rows.len()
     }
 
     /// Adds a chat write. `delta` marks `chats.update`, whose unread count is a delta and
     /// whose derived fields (phone from the chat id) only fill a newly created row.
     pub fn push(&mut self, c: &'a ChatPayload, delta: bool, meta: &'a str) {
-        let jid = c.jid.as_deref();
-        let derived_phone = jid.and_then(phone_from_jid);
-        let derived_group = jid.map(is_group_jid);
-        // chats.upsert derives phone and is_group from the jid whenever they are absent.
-        let (phone, is_group) = if delta {
-            (c.phone_number.as_deref(), c.is_group)
+        let v = Values::of(c, delta);
+        let unread = if delta {
+            c.unread_count.map(|d| UnreadDelta::IDENTITY.then(d))
         } else {
-            (
-                c.phone_number.as_deref().or(derived_phone),
-                c.is_group.or(derived_group),
-            )
+            c.unread_count.map(UnreadDelta::absolute)
         };
-        let placeholder = |name: Option<&str>| {
-            name.is_some_and(|n| {
-                is_placeholder_name(n, phone.or(derived_phone), Some(&c.chat_id), jid)
-            })
-        };
-        self.chat_id.push(&c.chat_id);
-        self.jid.push(jid);
-        self.push_name.push(c.push_name.as_deref());
-        self.push_placeholder
-            .push(placeholder(c.push_name.as_deref()));
-        self.custom_name.push(c.custom_name.as_deref());
-        self.group_name.push(c.group_name.as_deref());
-        self.group_placeholder
-            .push(placeholder(c.group_name.as_deref()));
-        self.phone_number.push(phone);
-        self.agent_id.push(c.agent_id.as_deref());
-        self.assigned_to.push(c.assigned_to.as_deref());
-        self.is_group.push(is_group);
-        self.not_spam.push(c.not_spam);
-        self.unread.push(c.unread_count);
-        self.delta.push(delta);
-        self.last_message
-            .push(c.last_message.as_deref().map(|r| r.get()));
-        self.conversation_timestamp.push(c.conversation_timestamp);
-        self.insert_phone
-            .push(derived_phone.or(Some(chat_id_suffix(&c.chat_id))));
-        self.insert_is_group.push(derived_group);
-        self.meta.push(meta);
+        self.rows.push(ChatRow {
+            chat_id: &c.chat_id,
+            jid: v.jid,
+            push_name: c.push_name.as_deref(),
+            push_placeholder: v.push_placeholder,
+            custom_name: c.custom_name.as_deref(),
+            group_name: c.group_name.as_deref(),
+            group_placeholder: v.group_placeholder,
+            phone_number: v.phone,
+            agent_id: c.agent_id.as_deref(),
+            assigned_to: c.assigned_to.as_deref(),
+            is_group: v.is_group,
+            not_spam: c.not_spam,
+            unread,
+            delta,
+            last_message: c.last_message.as_deref().map(|r| r.get()),
+            last_message_ts: c.conversation_timestamp,
+            conversation_timestamp: c.conversation_timestamp,
+            insert_phone: v.derived_phone.or(Some(chat_id_suffix(&c.chat_id))),
+            insert_is_group: v.derived_group,
+            meta,
+        });
+    }
+
+    /// Whether the `chats.update` `c` can be folded into row `row` (see [`ChatRows::fold`]).
+    ///
+    /// Only deltas fold, into deltas. A name is judged against the stored row's phone number
+    /// and jid, so a delta carrying a name folds only into a row that neither sets a name of
+    /// that kind nor changes the phone number or jid it would be judged against.
+    pub fn can_fold(&self, row: usize, c: &ChatPayload) -> bool {
+        let r = &self.rows[row];
+        let untouched = r.jid.is_none() && r.phone_number.is_none();
+        r.delta
+            && (c.push_name.is_none() || (untouched && r.push_name.is_none()))
+            && (c.group_name.is_none() || (untouched && r.group_name.is_none()))
+    }
+
+    /// Folds the `chats.update` `c`, the next write of row `row`'s chat, into that row, so that
+    /// writing the row once has the effect of writing its updates one after the other: unread
+    /// deltas compose, `last_message` is the one the timestamp guard would have kept last,
+    /// the conversation timestamp is the greatest, and every other field takes the latest
+    /// value sent (a newly created row keeps the derived values of the first update).
+    pub fn fold(&mut self, row: usize, c: &'a ChatPayload, meta: &'a str) {
+        debug_assert!(self.can_fold(row, c));
+        let v = Values::of(c, true);
+        let r = &mut self.rows[row];
+        set_if_some(&mut r.jid, v.jid);
+        if let Some(name) = c.push_name.as_deref() {
+            r.push_name = Some(name);
+            r.push_placeholder = v.push_placeholder;
+        }
+        set_if_some(&mut r.custom_name, c.custom_name.as_deref());
+        if let Some(name) = c.group_name.as_deref() {
+            r.group_name = Some(name);
+            r.group_placeholder = v.group_placeholder;
+        }
+        set_if_some(&mut r.phone_number, v.phone);
+        set_if_some(&mut r.agent_id, c.agent_id.as_deref());
+        set_if_some(&mut r.assigned_to, c.assigned_to.as_deref());
+        set_if_some(&mut r.is_group, v.is_group);
+        set_if_some(&mut r.not_spam, c.not_spam);
+        if let Some(d) = c.unread_count {
+            r.unread = Some(r.unread.unwrap_or(UnreadDelta::IDENTITY).then(d));
+        }
+        // An update's last message is applied when its timestamp is not older than the row's,
+        // which by then is at least that of every earlier update of the batch: the candidates
+        // are those not older than all before them, and the last candidate is the one to keep
+        // (its timestamp, the greatest, still has to pass the stored row's guard).
+        let ts = c.conversation_timestamp.unwrap_or(0);
+        let before = r.conversation_timestamp.unwrap_or(0);
+        if let Some(message) = c.last_message.as_deref() {
+            if ts >= before {
+                r.last_message = Some(message.get());
+                r.last_message_ts = c.conversation_timestamp;
+            }
+        }
+        if ts > before {
+            r.conversation_timestamp = Some(ts);
+        }
+        r.meta = meta;
     }
 
     pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
+        let rows = &self.rows;
         sqlx::query::<Postgres>(UPSERT_CHATS)
-            .bind(&self.chat_id)
-            .bind(&self.jid)
-            .bind(&self.push_name)
-            .bind(&self.push_placeholder)
-            .bind(&self.custom_name)
-            .bind(&self.group_name)
-            .bind(&self.group_placeholder)
-            .bind(&self.phone_number)
-            .bind(&self.agent_id)
-            .bind(&self.assigned_to)
-            .bind(&self.is_group)
-            .bind(&self.not_spam)
-            .bind(&self.unread)
-            .bind(&self.delta)
-            .bind(&self.last_message)
-            .bind(&self.conversation_timestamp)
-            .bind(&self.insert_phone)
-            .bind(&self.insert_is_group)
-            .bind(&self.meta)
+            .bind(column(rows, |r| r.chat_id))
+            .bind(column(rows, |r| r.jid))
+            .bind(column(rows, |r| r.push_name))
+            .bind(column(rows, |r| r.push_placeholder))
+            .bind(column(rows, |r| r.custom_name))
+            .bind(column(rows, |r| r.group_name))
+            .bind(column(rows, |r| r.group_placeholder))
+            .bind(column(rows, |r| r.phone_number))
+            .bind(column(rows, |r| r.agent_id))
+            .bind(column(rows, |r| r.assigned_to))
+            .bind(column(rows, |r| r.is_group))
+            .bind(column(rows, |r| r.not_spam))
+            .bind(column(rows, |r| r.unread.map(|u| u.add)))
+            .bind(column(rows, |r| r.delta))
+            .bind(column(rows, |r| r.last_message))
+            .bind(column(rows, |r| r.conversation_timestamp))
+            .bind(column(rows, |r| r.insert_phone))
+            .bind(column(rows, |r| r.insert_is_group))
+            .bind(column(rows, |r| r.meta))
             .bind(company)
+            .bind(column(rows, |r| r.unread.is_some_and(|u| u.reset)))
+            .bind(column(rows, |r| r.unread.and_then(|u| u.floor)))
+            .bind(column(rows, |r| r.last_message_ts))
             .execute(conn)
             .await?;
         Ok(())
@@ -112,16 +177,17 @@ impl<'a> ChatRows<'a> {
 }
 
 /// Last message and absolute unread count are applied only when the event is not older
-/// than the stored conversation (0 or NULL stored = nothing known yet).
+/// than the stored conversation (0 or NULL stored = nothing known yet). A delta row's unread
+/// count becomes `reset ? unread : GREATEST(stored + unread, floor)` ([`UnreadDelta`]).
 const UPSERT_CHATS: &str = r#"
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[],
                          $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[],
                          $13::int4[], $14::bool[], $15::text[], $16::int8[], $17::text[], $18::bool[],
-                         $19::text[])
+                         $19::text[], $21::bool[], $22::int4[], $23::int8[])
         AS u(chat_id, jid, push_name, push_ph, custom_name, group_name, group_ph, phone_number,
              agent_id, assigned_to, is_group, not_spam, unread, delta, last_message, conv_ts,
-             ins_phone, ins_is_group, meta)
+             ins_phone, ins_is_group, meta, reset, floor, lm_ts)
 ), upd AS (
     UPDATE chats c SET
         jid = COALESCE(u.jid, c.jid),
@@ -147,16 +213,15 @@ WITH u AS (
         unread_count = CASE
             WHEN u.unread IS NULL THEN c.unread_count
             WHEN u.delta THEN CASE
-                WHEN u.unread > 0 THEN COALESCE(c.unread_count, 0) + u.unread
-                WHEN u.unread = 0 THEN 0
-                ELSE GREATEST(COALESCE(c.unread_count, 0), 1) END
+                WHEN u.reset THEN u.unread
+                ELSE GREATEST(COALESCE(c.unread_count, 0) + u.unread, u.floor) END
             WHEN COALESCE(c.conversation_timestamp, 0) = 0
                  OR COALESCE(u.conv_ts, 0) >= c.conversation_timestamp THEN u.unread
             ELSE c.unread_count END,
         last_message = CASE
             WHEN u.last_message IS NULL THEN c.last_message
             WHEN COALESCE(c.conversation_timestamp, 0) = 0
-                 OR COALESCE(u.conv_ts, 0) >= c.conversation_timestamp THEN u.last_message::jsonb
+                 OR COALESCE(u.lm_ts, 0) >= c.conversation_timestamp THEN u.last_message::jsonb
             ELSE c.last_message END,
         conversation_timestamp = GREATEST(c.conversation_timestamp, NULLIF(u.conv_ts, 0)),
         last_metadata = u.meta::jsonb,
@@ -171,22 +236,135 @@ INSERT INTO chats (chat_id, jid, push_name, custom_name, group_name, phone_numbe
 SELECT u.chat_id, u.jid, u.push_name, u.custom_name, u.group_name,
        COALESCE(u.phone_number, u.ins_phone), u.agent_id, $20, u.assigned_to,
        COALESCE(u.is_group, u.ins_is_group), u.not_spam,
-       CASE WHEN u.delta AND u.unread < 0 THEN 1 ELSE u.unread END,
+       CASE WHEN u.delta AND NOT u.reset THEN GREATEST(u.unread, u.floor) ELSE u.unread END,
        u.last_message::jsonb, NULLIF(u.conv_ts, 0), u.meta::jsonb
 FROM u
 WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.chat_id = u.chat_id)
 "#;
 
+/// What a chat write derives from its payload.
+struct Values<'a> {
+    jid: Option<&'a str>,
+    phone: Option<&'a str>,
+    is_group: Option<bool>,
+    push_placeholder: bool,
+    group_placeholder: bool,
+    derived_phone: Option<&'a str>,
+    derived_group: Option<bool>,
+}
+
+impl<'a> Values<'a> {
+    fn of(c: &'a ChatPayload, delta: bool) -> Self {
+        let jid = c.jid.as_deref();
+        let derived_phone = jid.and_then(phone_from_jid);
+        let derived_group = jid.map(is_group_jid);
+        // chats.upsert derives phone and is_group from the jid whenever they are absent.
+        let (phone, is_group) = if delta {
+            (c.phone_number.as_deref(), c.is_group)
+        } else {
+            (
+                c.phone_number.as_deref().or(derived_phone),
+                c.is_group.or(derived_group),
+            )
+        };
+        let placeholder = |name: Option<&str>| {
+            name.is_some_and(|n| {
+                is_placeholder_name(n, phone.or(derived_phone), Some(&c.chat_id), jid)
+            })
+        };
+        Values {
+            jid,
+            phone,
+            is_group,
+            push_placeholder: placeholder(c.push_name.as_deref()),
+            group_placeholder: placeholder(c.group_name.as_deref()),
+            derived_phone,
+            derived_group,
+        }
+    }
+}
+
+fn set_if_some<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+/// The unread count after a run of `chats.update` deltas, as a function of the stored count
+/// `x` (NULL read as 0): `reset ? add : max(x + add, floor)`. A positive delta adds, 0 resets
+/// to 0 and a negative one ("mark unread") raises the count to at least 1; functions of this
+/// shape compose, so any run of deltas is one such function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnreadDelta {
+    pub add: i32,
+    pub reset: bool,
+    pub floor: Option<i32>,
+}
+
+impl UnreadDelta {
+    pub const IDENTITY: UnreadDelta = UnreadDelta {
+        add: 0,
+        reset: false,
+        floor: None,
+    };
+
+    /// An absolute count (an upsert's), kept in `add`.
+    fn absolute(n: i32) -> Self {
+        UnreadDelta {
+            add: n,
+            ..Self::IDENTITY
+        }
+    }
+
+    /// This function followed by the delta `d`.
+    pub fn then(self, d: i32) -> Self {
+        match d {
+            0 => UnreadDelta {
+                add: 0,
+                reset: true,
+                floor: None,
+            },
+            d if d > 0 => UnreadDelta {
+                add: self.add.saturating_add(d),
+                reset: self.reset,
+                floor: self.floor.map(|f| f.saturating_add(d)),
+            },
+            _ if self.reset => UnreadDelta {
+                add: self.add.max(1),
+                ..self
+            },
+            _ => UnreadDelta {
+                floor: Some(self.floor.map_or(1, |f| f.max(1))),
+                ..self
+            },
+        }
+    }
+
+    /// The count this function gives for a stored count `x`.
+    pub fn apply(self, x: Option<i32>) -> i32 {
+        if self.reset {
+            self.add
+        } else {
+            let y = x.unwrap_or(0).saturating_add(self.add);
+            self.floor.map_or(y, |f| y.max(f))
+        }
+    }
+}
+
 /// Chats that messages refer to: created when missing, NULL jid/phone/is_group filled in.
 #[derive(Default)]
 pub struct ChatEnsureRows<'a> {
-    chat_id: Vec<&'a str>,
-    jid: Vec<Option<&'a str>>,
-    phone_number: Vec<Option<&'a str>>,
-    agent_id: Vec<Option<&'a str>>,
-    is_group: Vec<Option<bool>>,
-    meta: Vec<&'a str>,
+    rows: Vec<EnsureRow<'a>>,
     index: std::collections::HashMap<&'a str, usize>,
+}
+
+struct EnsureRow<'a> {
+    chat_id: &'a str,
+    jid: Option<&'a str>,
+    phone_number: Option<&'a str>,
+    agent_id: Option<&'a str>,
+    is_group: Option<bool>,
+    meta: &'a str,
 }
 
 impl<'a> ChatEnsureRows<'a> {
@@ -197,40 +375,44 @@ impl<'a> ChatEnsureRows<'a> {
         agent_id: Option<&'a str>,
         meta: &'a str,
     ) {
-        let phone = match jid {
+        let phone_number = match jid {
             Some(j) => phone_from_jid(j),
             None => Some(chat_id_suffix(chat_id)),
         };
         let is_group = jid.map(is_group_jid);
         if let Some(&i) = self.index.get(chat_id) {
             // Keep one row per chat; a later message may know the jid the first did not.
-            if self.jid[i].is_none() && jid.is_some() {
-                self.jid[i] = jid;
-                self.phone_number[i] = phone;
-                self.is_group[i] = is_group;
+            let row = &mut self.rows[i];
+            if row.jid.is_none() && jid.is_some() {
+                row.jid = jid;
+                row.phone_number = phone_number;
+                row.is_group = is_group;
             }
             return;
         }
-        self.index.insert(chat_id, self.chat_id.len());
-        self.chat_id.push(chat_id);
-        self.jid.push(jid);
-        self.phone_number.push(phone);
-        self.agent_id.push(agent_id);
-        self.is_group.push(is_group);
-        self.meta.push(meta);
+        self.index.insert(chat_id, self.rows.len());
+        self.rows.push(EnsureRow {
+            chat_id,
+            jid,
+            phone_number,
+            agent_id,
+            is_group,
+            meta,
+        });
     }
 
     pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
-        if self.chat_id.is_empty() {
+        if self.rows.is_empty() {
             return Ok(());
         }
+        let rows = &self.rows;
         sqlx::query::<Postgres>(ENSURE_CHATS)
-            .bind(&self.chat_id)
-            .bind(&self.jid)
-            .bind(&self.phone_number)
-            .bind(&self.agent_id)
-            .bind(&self.is_group)
-            .bind(&self.meta)
+            .bind(column(rows, |r| r.chat_id))
+            .bind(column(rows, |r| r.jid))
+            .bind(column(rows, |r| r.phone_number))
+            .bind(column(rows, |r| r.agent_id))
+            .bind(column(rows, |r| r.is_group))
+            .bind(column(rows, |r| r.meta))
             .bind(company)
             .execute(conn)
             .await?;
@@ -254,3 +436,50 @@ WHERE (c.jid IS NULL AND EXCLUDED.jid IS NOT NULL)
    OR (c.phone_number IS NULL AND EXCLUDED.phone_number IS NOT NULL)
    OR (c.is_group IS NULL AND EXCLUDED.is_group IS NOT NULL)
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::UnreadDelta;
+
+    /// One `chats.update` delta applied to a stored count, as the statement did before folding.
+    fn step(x: Option<i32>, d: i32) -> i32 {
+        let x = x.unwrap_or(0);
+        match d {
+            d if d > 0 => x + d,
+            0 => 0,
+            _ => x.max(1),
+        }
+    }
+
+    #[test]
+    fn any_run_of_deltas_composes_into_one() {
+        let deltas = [-1, 0, 1, 2, 5];
+        // Every run of up to 4 deltas, from every stored count.
+        let mut runs: Vec<Vec<i32>> = vec![vec![]];
+        for _ in 0..4 {
+            let longer: Vec<Vec<i32>> = runs
+                .iter()
+                .filter(|r| r.len() == runs.last().map_or(0, Vec::len))
+                .flat_map(|r| {
+                    deltas.iter().map(move |d| {
+                        let mut r = r.clone();
+                        r.push(*d);
+                        r
+                    })
+                })
+                .collect();
+            runs.extend(longer);
+        }
+        for run in runs.iter().filter(|r| !r.is_empty()) {
+            let folded = run.iter().fold(UnreadDelta::IDENTITY, |f, &d| f.then(d));
+            for stored in [None, Some(0), Some(1), Some(3)] {
+                let sequential = run.iter().fold(stored, |x, &d| Some(step(x, d)));
+                assert_eq!(
+                    Some(folded.apply(stored)),
+                    sequential,
+                    "{run:?} on {stored:?}"
+                );
+            }
+        }
+    }
+}

@@ -6,84 +6,61 @@ use sqlx::{PgConnection, Postgres};
 use crate::model::fields::is_placeholder_name;
 use crate::model::ContactPayload;
 
+use super::column;
+
 /// Contact patches for one statement; each key appears at most once.
 #[derive(Default)]
 pub struct ContactRows<'a> {
-    phone_number: Vec<&'a str>,
-    agent_id: Vec<&'a str>,
-    chat_id: Vec<Option<&'a str>>,
-    push_name: Vec<Option<&'a str>>,
-    push_placeholder: Vec<bool>,
-    custom_name: Vec<Option<&'a str>>,
-    contact_type: Vec<Option<&'a str>>,
-    notes: Vec<Option<&'a str>>,
-    tags: Vec<Option<&'a str>>,
-    origin: Vec<Option<&'a str>>,
-    avatar: Vec<Option<&'a str>>,
-    assigned_to: Vec<Option<&'a str>>,
-    pob: Vec<Option<&'a str>>,
-    gender: Vec<Option<&'a str>>,
-    dob: Vec<Option<chrono::NaiveDate>>,
-    status: Vec<Option<&'a str>>,
-    first_message_id: Vec<Option<&'a str>>,
-    first_message_timestamp: Vec<Option<i64>>,
-    meta: Vec<&'a str>,
+    rows: Vec<ContactRow<'a>>,
+}
+
+struct ContactRow<'a> {
+    c: &'a ContactPayload,
+    push_placeholder: bool,
+    meta: &'a str,
 }
 
 impl<'a> ContactRows<'a> {
     pub fn is_empty(&self) -> bool {
-        self.phone_number.is_empty()
+        self.rows.is_empty()
     }
 
     pub fn push(&mut self, c: &'a ContactPayload, meta: &'a str) {
-        self.phone_number.push(&c.phone_number);
-        self.agent_id.push(&c.agent_id);
-        self.chat_id.push(c.chat_id.as_deref());
-        self.push_name.push(c.push_name.as_deref());
-        self.push_placeholder
-            .push(c.push_name.as_deref().is_some_and(|n| {
-                is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)
-            }));
-        self.custom_name.push(c.custom_name.as_deref());
-        self.contact_type.push(c.contact_type.as_deref());
-        self.notes.push(c.notes.as_deref());
-        self.tags.push(c.tags.as_deref());
-        self.origin.push(c.origin.as_deref());
-        self.avatar.push(c.avatar.as_deref());
-        self.assigned_to.push(c.assigned_to.as_deref());
-        self.pob.push(c.pob.as_deref());
-        self.gender.push(c.gender.as_deref());
-        self.dob.push(c.dob);
-        self.status.push(c.status.as_deref());
-        self.first_message_id.push(c.first_message_id.as_deref());
-        self.first_message_timestamp.push(c.first_message_timestamp);
-        self.meta.push(meta);
+        let push_placeholder = c.push_name.as_deref().is_some_and(|n| {
+            is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)
+        });
+        self.rows.push(ContactRow {
+            c,
+            push_placeholder,
+            meta,
+        });
     }
 
     pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
+        let rows = &self.rows;
         sqlx::query::<Postgres>(UPSERT_CONTACTS)
-            .bind(&self.phone_number)
-            .bind(&self.agent_id)
-            .bind(&self.chat_id)
-            .bind(&self.push_name)
-            .bind(&self.push_placeholder)
-            .bind(&self.custom_name)
-            .bind(&self.contact_type)
-            .bind(&self.notes)
-            .bind(&self.tags)
-            .bind(&self.origin)
-            .bind(&self.avatar)
-            .bind(&self.assigned_to)
-            .bind(&self.pob)
-            .bind(&self.gender)
-            .bind(&self.dob)
-            .bind(&self.status)
-            .bind(&self.first_message_id)
-            .bind(&self.first_message_timestamp)
-            .bind(&self.meta)
+            .bind(column(rows, |r| r.c.phone_number.as_str()))
+            .bind(column(rows, |r| r.c.agent_id.as_str()))
+            .bind(column(rows, |r| r.c.chat_id.as_deref()))
+            .bind(column(rows, |r| r.c.push_name.as_deref()))
+            .bind(column(rows, |r| r.push_placeholder))
+            .bind(column(rows, |r| r.c.custom_name.as_deref()))
+            .bind(column(rows, |r| r.c.contact_type.as_deref()))
+            .bind(column(rows, |r| r.c.notes.as_deref()))
+            .bind(column(rows, |r| r.c.tags.as_deref()))
+            .bind(column(rows, |r| r.c.origin.as_deref()))
+            .bind(column(rows, |r| r.c.avatar.as_deref()))
+            .bind(column(rows, |r| r.c.assigned_to.as_deref()))
+            .bind(column(rows, |r| r.c.pob.as_deref()))
+            .bind(column(rows, |r| r.c.gender.as_deref()))
+            .bind(column(rows, |r| r.c.dob))
+            .bind(column(rows, |r| r.c.status.as_deref()))
+            .bind(column(rows, |r| r.c.first_message_id.as_deref()))
+            .bind(column(rows, |r| r.c.first_message_timestamp))
+            .bind(column(rows, |r| r.meta))
             .bind(company)
             .execute(conn)
             .await?;

@@ -9,28 +9,20 @@ use sqlx::{PgConnection, Postgres};
 use crate::model::fields::status_rank;
 use crate::model::{MessagePatch, MessagePayload};
 
+use super::column;
+
 /// Message upserts for one statement; each `message_id` appears at most once.
 #[derive(Default)]
 pub struct MessageRows<'a> {
-    message_id: Vec<&'a str>,
-    message_date: Vec<NaiveDate>,
-    from_phone: Vec<Option<&'a str>>,
-    to_phone: Vec<Option<&'a str>>,
-    chat_id: Vec<&'a str>,
-    jid: Vec<Option<&'a str>>,
-    message_text: Vec<Option<&'a str>>,
-    message_url: Vec<Option<&'a str>>,
-    message_type: Vec<Option<&'a str>>,
-    flow: Vec<&'a str>,
-    agent_id: Vec<Option<&'a str>>,
-    status: Vec<Option<&'a str>>,
-    status_rank: Vec<Option<i16>>,
-    key: Vec<Option<&'a str>>,
-    message_obj: Vec<Option<&'a str>>,
-    edited_message_obj: Vec<Option<&'a str>>,
-    is_deleted: Vec<Option<bool>>,
-    message_timestamp: Vec<Option<i64>>,
-    meta: Vec<&'a str>,
+    rows: Vec<MessageRow<'a>>,
+}
+
+struct MessageRow<'a> {
+    m: &'a MessagePayload,
+    /// Used only if the row is created (it never moves).
+    date: NaiveDate,
+    status_rank: Option<i16>,
+    meta: &'a str,
 }
 
 fn raw(v: &Option<Box<serde_json::value::RawValue>>) -> Option<&str> {
@@ -39,56 +31,44 @@ fn raw(v: &Option<Box<serde_json::value::RawValue>>) -> Option<&str> {
 
 impl<'a> MessageRows<'a> {
     pub fn is_empty(&self) -> bool {
-        self.message_id.is_empty()
+        self.rows.is_empty()
     }
 
     /// Adds a message; `date` is used only if the row is created (it never moves).
     pub fn push(&mut self, m: &'a MessagePayload, date: NaiveDate, meta: &'a str) {
-        self.message_id.push(&m.message_id);
-        self.message_date.push(date);
-        self.from_phone.push(m.from_phone.as_deref());
-        self.to_phone.push(m.to_phone.as_deref());
-        self.chat_id.push(&m.chat_id);
-        self.jid.push(m.jid.as_deref());
-        self.message_text.push(m.message_text.as_deref());
-        self.message_url.push(m.message_url.as_deref());
-        self.message_type.push(m.message_type.as_deref());
-        self.flow.push(m.flow.as_str());
-        self.agent_id.push(m.agent_id.as_deref());
-        self.status.push(m.status.as_deref());
-        self.status_rank.push(m.status.as_deref().map(status_rank));
-        self.key.push(raw(&m.key));
-        self.message_obj.push(raw(&m.message_obj));
-        self.edited_message_obj.push(raw(&m.edited_message_obj));
-        self.is_deleted.push(m.is_deleted);
-        self.message_timestamp.push(m.message_timestamp);
-        self.meta.push(meta);
+        self.rows.push(MessageRow {
+            m,
+            date,
+            status_rank: m.status.as_deref().map(status_rank),
+            meta,
+        });
     }
 
     pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
+        let rows = &self.rows;
         sqlx::query::<Postgres>(UPSERT_MESSAGES)
-            .bind(&self.message_id)
-            .bind(&self.message_date)
-            .bind(&self.from_phone)
-            .bind(&self.to_phone)
-            .bind(&self.chat_id)
-            .bind(&self.jid)
-            .bind(&self.message_text)
-            .bind(&self.message_url)
-            .bind(&self.message_type)
-            .bind(&self.flow)
-            .bind(&self.agent_id)
-            .bind(&self.status)
-            .bind(&self.status_rank)
-            .bind(&self.key)
-            .bind(&self.message_obj)
-            .bind(&self.edited_message_obj)
-            .bind(&self.is_deleted)
-            .bind(&self.message_timestamp)
-            .bind(&self.meta)
+            .bind(column(rows, |r| r.m.message_id.as_str()))
+            .bind(column(rows, |r| r.date))
+            .bind(column(rows, |r| r.m.from_phone.as_deref()))
+            .bind(column(rows, |r| r.m.to_phone.as_deref()))
+            .bind(column(rows, |r| r.m.chat_id.as_str()))
+            .bind(column(rows, |r| r.m.jid.as_deref()))
+            .bind(column(rows, |r| r.m.message_text.as_deref()))
+            .bind(column(rows, |r| r.m.message_url.as_deref()))
+            .bind(column(rows, |r| r.m.message_type.as_deref()))
+            .bind(column(rows, |r| r.m.flow.as_str()))
+            .bind(column(rows, |r| r.m.agent_id.as_deref()))
+            .bind(column(rows, |r| r.m.status.as_deref()))
+            .bind(column(rows, |r| r.status_rank))
+            .bind(column(rows, |r| raw(&r.m.key)))
+            .bind(column(rows, |r| raw(&r.m.message_obj)))
+            .bind(column(rows, |r| raw(&r.m.edited_message_obj)))
+            .bind(column(rows, |r| r.m.is_deleted))
+            .bind(column(rows, |r| r.m.message_timestamp))
+            .bind(column(rows, |r| r.meta))
             .bind(company)
             .execute(conn)
             .await?;
@@ -148,28 +128,63 @@ WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.message_id = u.message_id)
 /// Message patches for one statement; each `message_id` appears at most once.
 #[derive(Default)]
 pub struct MessagePatchRows<'a> {
-    message_id: Vec<&'a str>,
-    status: Vec<Option<&'a str>>,
-    status_rank: Vec<Option<i16>>,
-    edited_message_obj: Vec<Option<&'a str>>,
-    message_url: Vec<Option<&'a str>>,
-    is_deleted: Vec<Option<bool>>,
-    meta: Vec<&'a str>,
+    rows: Vec<PatchRow<'a>>,
+}
+
+struct PatchRow<'a> {
+    message_id: &'a str,
+    status: Option<&'a str>,
+    status_rank: Option<i16>,
+    edited_message_obj: Option<&'a str>,
+    message_url: Option<&'a str>,
+    is_deleted: Option<bool>,
+    meta: &'a str,
 }
 
 impl<'a> MessagePatchRows<'a> {
     pub fn is_empty(&self) -> bool {
-        self.message_id.is_empty()
+        self.rows.is_empty()
+    }
+
+    /// Rows so far.
+    pub fn len(&self) -> usize {
+        self.rows.len()
     }
 
     pub fn push(&mut self, p: &'a MessagePatch, meta: &'a str) {
-        self.message_id.push(&p.message_id);
-        self.status.push(p.status.as_deref());
-        self.status_rank.push(p.status.as_deref().map(status_rank));
-        self.edited_message_obj.push(raw(&p.edited_message_obj));
-        self.message_url.push(p.message_url.as_deref());
-        self.is_deleted.push(p.is_deleted);
-        self.meta.push(meta);
+        self.rows.push(PatchRow {
+            message_id: &p.message_id,
+            status: p.status.as_deref(),
+            status_rank: p.status.as_deref().map(status_rank),
+            edited_message_obj: raw(&p.edited_message_obj),
+            message_url: p.message_url.as_deref(),
+            is_deleted: p.is_deleted,
+            meta,
+        });
+    }
+
+    /// Folds patch `p`, the next one for the message of row `row`, into that row, so that
+    /// applying the row once has the effect of applying its patches one after the other:
+    /// the status of the highest rank wins (the earlier one on a tie), and every other field
+    /// takes the latest value sent.
+    pub fn fold(&mut self, row: usize, p: &'a MessagePatch, meta: &'a str) {
+        let r = &mut self.rows[row];
+        debug_assert_eq!(r.message_id, p.message_id);
+        let rank = p.status.as_deref().map(status_rank);
+        if rank.is_some_and(|new| r.status_rank.is_none_or(|old| new > old)) {
+            r.status = p.status.as_deref();
+            r.status_rank = rank;
+        }
+        if let Some(edit) = raw(&p.edited_message_obj) {
+            r.edited_message_obj = Some(edit);
+        }
+        if let Some(url) = p.message_url.as_deref() {
+            r.message_url = Some(url);
+        }
+        if let Some(deleted) = p.is_deleted {
+            r.is_deleted = Some(deleted);
+        }
+        r.meta = meta;
     }
 
     /// Applies the patches and returns the ids of the messages that were found.
@@ -177,14 +192,15 @@ impl<'a> MessagePatchRows<'a> {
         if self.is_empty() {
             return Ok(HashSet::new());
         }
+        let rows = &self.rows;
         let found: Vec<String> = sqlx::query_scalar::<Postgres, String>(PATCH_MESSAGES)
-            .bind(&self.message_id)
-            .bind(&self.status)
-            .bind(&self.status_rank)
-            .bind(&self.edited_message_obj)
-            .bind(&self.message_url)
-            .bind(&self.is_deleted)
-            .bind(&self.meta)
+            .bind(column(rows, |r| r.message_id))
+            .bind(column(rows, |r| r.status))
+            .bind(column(rows, |r| r.status_rank))
+            .bind(column(rows, |r| r.edited_message_obj))
+            .bind(column(rows, |r| r.message_url))
+            .bind(column(rows, |r| r.is_deleted))
+            .bind(column(rows, |r| r.meta))
             .fetch_all(conn)
             .await?;
         Ok(found.into_iter().collect())

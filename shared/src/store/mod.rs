@@ -13,3 +13,9 @@ pub mod schema;
 pub mod tenant_tx;
 
 pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};
+
+/// One column of a statement's rows, to bind as an array parameter (rows are built per event,
+/// columns once per statement).
+fn column<R, T>(rows: &[R], f: impl Fn(&R) -> T) -> Vec<T> {
+    rows.iter().map(f).collect()
+}
