@@ -49,45 +49,122 @@ pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Erro
 
 /// `message_type` is a string, or an array of strings from history edits: keep the first.
 pub fn first_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct FirstOf;
+    impl<'de> de::Visitor<'de> for FirstOf {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<String>()?;
+            while seq.next_element::<String>()?.is_some() {}
+            Ok(first)
+        }
     }
-    Ok(match Option::<OneOrMany>::deserialize(d)? {
-        None => None,
-        Some(OneOrMany::One(s)) => Some(s),
-        Some(OneOrMany::Many(v)) => v.into_iter().next(),
-    })
+    optional(d, FirstOf)
 }
 
 /// A status as text; the producer sends numeric strings, a bare number is accepted too.
 pub fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum TextOrNumber {
-        Text(String),
-        Number(i64),
+    struct TextOrNumber;
+    impl de::Visitor<'_> for TextOrNumber {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or an integer")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
     }
-    Ok(Option::<TextOrNumber>::deserialize(d)?.map(|v| match v {
-        TextOrNumber::Text(s) => s,
-        TextOrNumber::Number(n) => n.to_string(),
-    }))
+    optional(d, TextOrNumber)
 }
 
 /// `tags` as a comma list, or an array of strings joined with commas.
 pub fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    struct CommaList;
+    impl<'de> de::Visitor<'de> for CommaList {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a string or an array of strings")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_owned()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut joined = String::new();
+            let mut first = true;
+            while let Some(tag) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
+                if !first {
+                    joined.push(',');
+                }
+                joined.push_str(&tag);
+                first = false;
+            }
+            Ok(Some(joined))
+        }
     }
-    Ok(Option::<OneOrMany>::deserialize(d)?.map(|v| match v {
-        OneOrMany::One(s) => s,
-        OneOrMany::Many(v) => v.join(","),
-    }))
+    optional(d, CommaList)
+}
+
+/// Deserialises `null` or absent as `None`, anything else with `visitor` — without buffering
+/// the value first, as an untagged enum would.
+fn optional<'de, D, V>(d: D, visitor: V) -> Result<Option<String>, D::Error>
+where
+    D: Deserializer<'de>,
+    V: de::Visitor<'de, Value = Option<String>>,
+{
+    struct Optional<V>(V);
+    impl<'de, V: de::Visitor<'de, Value = Option<String>>> de::Visitor<'de> for Optional<V> {
+        type Value = Option<String>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            self.0.expecting(f)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self.0)
+        }
+    }
+    d.deserialize_option(Optional(visitor))
 }
 
 /// The rank of a message status: `0`/error/unknown=0, `1`/pending=1, `2`/sent/server_ack=2,
@@ -224,5 +301,71 @@ mod tests {
             Some("AGT_6281"),
             Some("6281@s.whatsapp.net")
         ));
+    }
+}
+
+#[cfg(test)]
+mod deserializer_tests {
+    use serde::Deserialize;
+
+    #[derive(Deserialize, Debug)]
+    struct Fields {
+        #[serde(default, deserialize_with = "super::first_of")]
+        message_type: Option<String>,
+        #[serde(default, deserialize_with = "super::text_or_number")]
+        status: Option<String>,
+        #[serde(default, deserialize_with = "super::comma_list")]
+        tags: Option<String>,
+    }
+
+    fn parse(json: &str) -> Result<Fields, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    #[test]
+    fn absent_and_null_are_none() {
+        for json in [
+            r#"{}"#,
+            r#"{"message_type":null,"status":null,"tags":null}"#,
+        ] {
+            let f = parse(json).expect(json);
+            assert_eq!(
+                (f.message_type, f.status, f.tags),
+                (None, None, None),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn strings_numbers_and_arrays_are_read() {
+        let f = parse(r#"{"message_type":["text","edit"],"status":4,"tags":["a","b\"c"]}"#)
+            .expect("fields");
+        assert_eq!(f.message_type.as_deref(), Some("text"));
+        assert_eq!(f.status.as_deref(), Some("4"));
+        assert_eq!(f.tags.as_deref(), Some("a,b\"c"));
+        let f =
+            parse(r#"{"message_type":"conversation","status":"3","tags":"x,y"}"#).expect("fields");
+        assert_eq!(f.message_type.as_deref(), Some("conversation"));
+        assert_eq!(f.status.as_deref(), Some("3"));
+        assert_eq!(f.tags.as_deref(), Some("x,y"));
+        assert_eq!(
+            parse(r#"{"message_type":[]}"#).expect("empty").message_type,
+            None
+        );
+    }
+
+    #[test]
+    fn other_types_are_refused() {
+        for json in [
+            r#"{"status":2.5}"#,
+            r#"{"status":true}"#,
+            r#"{"status":{}}"#,
+            r#"{"message_type":[1]}"#,
+            r#"{"message_type":7}"#,
+            r#"{"tags":[1]}"#,
+        ] {
+            assert!(parse(json).is_err(), "{json}");
+        }
     }
 }

@@ -96,30 +96,30 @@ impl Settlement {
 
 /// Maps outcomes to dead letters to publish and settlements: the one place outcomes become acks.
 fn settle_plan(
-    deliveries: &[Delivery],
+    events: &[InboundEvent],
     outcomes: &[Outcome],
     max_retry: u32,
 ) -> (Vec<DeadLetterMessage>, Vec<Settlement>) {
     let mut dead = Vec::new();
-    let settlements = deliveries
+    let settlements = events
         .iter()
         .zip(outcomes)
-        .map(|(d, o)| match o {
+        .map(|(event, o)| match o {
             Outcome::Ack => Settlement::Ack,
             Outcome::AckWithDeadItems(items) => {
                 for item in items {
-                    error!(subject = %d.event.subject, seq = d.event.stream_sequence, item = ?item.item_index, error_type = %item.error_type, error = %item.error, "dead-lettering a history item");
-                    dead.push(dead_letter_message(&d.event, item, max_retry));
+                    error!(subject = %event.subject, seq = event.stream_sequence, item = ?item.item_index, error_type = %item.error_type, error = %item.error, "dead-lettering a history item");
+                    dead.push(dead_letter_message(event, item, max_retry));
                 }
                 Settlement::Ack
             }
             Outcome::Retry { delay } => {
-                warn!(subject = %d.event.subject, seq = d.event.stream_sequence, delivered = d.event.delivered, ?delay, "retrying later");
+                warn!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, ?delay, "retrying later");
                 Settlement::Nak(*delay)
             }
             Outcome::DeadLetter(dl) => {
-                error!(subject = %d.event.subject, seq = d.event.stream_sequence, delivered = d.event.delivered, error_type = %dl.error_type, error = %dl.error, "dead-lettering");
-                dead.push(dead_letter_message(&d.event, dl, max_retry));
+                error!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, error_type = %dl.error_type, error = %dl.error, "dead-lettering");
+                dead.push(dead_letter_message(event, dl, max_retry));
                 Settlement::Term
             }
         })
@@ -288,7 +288,8 @@ impl<H: Handler> Runner<H> {
         let span = info_span!("batch", consumer = %self.settings.consumer, size = batch.len());
         async {
             let started = Instant::now();
-            let events: Vec<InboundEvent> = batch.iter().map(|d| d.event.clone()).collect();
+            let (events, tickets): (Vec<InboundEvent>, Vec<(NatsSubject, u64)>) =
+                batch.into_iter().map(|d| (d.event, (d.reply, d.held))).unzip();
             self.metrics.batch(events.len());
             // An unavailable database holds the batch: no delivery is spent, nothing is dead-lettered.
             let mut attempt = 0;
@@ -300,8 +301,8 @@ impl<H: Handler> Runner<H> {
                         self.metrics.held();
                         if *shutdown.borrow() && attempt > 3 {
                             warn!(error = %e, "stopping with the batch unsettled; it will be redelivered");
-                            for d in &batch {
-                                held.release(d.held);
+                            for (_, id) in &tickets {
+                                held.release(*id);
                             }
                             return;
                         }
@@ -311,7 +312,7 @@ impl<H: Handler> Runner<H> {
                 }
             };
             self.metrics.db_duration(started.elapsed());
-            let (dead, settlements) = settle_plan(&batch, &outcomes, self.handler.max_deliver());
+            let (dead, settlements) = settle_plan(&events, &outcomes, self.handler.max_deliver());
             // Dead letters are stored by the DLQ stream before the originals are settled.
             let mut attempt = 0;
             while !dead.is_empty() {
@@ -321,8 +322,8 @@ impl<H: Handler> Runner<H> {
                         attempt += 1;
                         if *shutdown.borrow() && attempt > 3 {
                             warn!(error = %e, "stopping before the dead letters were stored; the batch will be redelivered");
-                            for d in &batch {
-                                held.release(d.held);
+                            for (_, id) in &tickets {
+                                held.release(*id);
                             }
                             return;
                         }
@@ -331,12 +332,12 @@ impl<H: Handler> Runner<H> {
                     }
                 }
             }
-            for (d, s) in batch.iter().zip(&settlements) {
-                if let Err(e) = self.client.publish(d.reply.clone(), s.payload()).await {
+            for ((reply, id), (event, s)) in tickets.into_iter().zip(events.iter().zip(&settlements)) {
+                if let Err(e) = self.client.publish(reply, s.payload()).await {
                     // Unsettled messages come back after the ack wait; the inbox makes that harmless.
-                    warn!(seq = d.event.stream_sequence, error = %e, "settling a message failed");
+                    warn!(seq = event.stream_sequence, error = %e, "settling a message failed");
                 }
-                held.release(d.held);
+                held.release(id);
             }
             self.metrics.settled(&events, &outcomes, started.elapsed());
             debug!(elapsed = ?started.elapsed(), "batch settled");
