@@ -145,7 +145,7 @@ pub const RUNNER_VARS: &[Var] = &[
     },
     Var {
         name: "BATCH_SIZE",
-        default: "256",
+        default: "1024",
         help: "messages per fetch",
     },
     Var {
@@ -254,7 +254,7 @@ impl FunctionSettings {
             .iter()
             .map(|s| Duration::from_secs(*s))
             .collect();
-        let batch_size = env.parse("BATCH_SIZE", 256usize)?;
+        let batch_size = env.parse("BATCH_SIZE", 1024usize)?;
         if batch_size == 0 {
             return Err(ConfigError {
                 var: "BATCH_SIZE",
