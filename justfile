@@ -30,6 +30,7 @@ test: stack reset-test-db
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
     cargo test -p wa-benches --bench handlers
+    just bench-e2e-smoke
     cargo test --workspace
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
@@ -39,6 +40,19 @@ bench *ARGS:
 # Every micro benchmark once (a smoke check; part of `just test`).
 bench-smoke:
     cargo test -p wa-benches --bench handlers
+
+# It DROPS and recreates database `wa_bench` and DELETES and recreates the product streams on the
+# local NATS; writes target/bench-report/ (e2e.md, e2e.json, e2e-throughput.png); `--help` lists flags.
+# End-to-end benchmark (release builds): the functions against the local stack next to raw limits.
+bench-e2e *ARGS: stack
+    cargo build --release -p wa-realtime -p wa-historical -p wa-benches --bins
+    "$CARGO_TARGET_DIR/release/wa-bench-e2e" {{ARGS}}
+
+# Resets the same database and streams as bench-e2e; reports to target/bench-report/smoke/.
+# The end-to-end benchmark at tiny sizes with debug builds (a check that it still runs; in `just test`).
+bench-e2e-smoke: stack
+    cargo build -p wa-realtime -p wa-historical -p wa-benches --bins
+    "$CARGO_TARGET_DIR/debug/wa-bench-e2e" --smoke --quiet
 
 # Publish a generated workload to NATS_URL, e.g. `just loadgen --count 100000 --rate 2000`.
 loadgen *ARGS:

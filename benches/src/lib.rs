@@ -5,9 +5,11 @@
 //! * [`producer`], [`content`]: the producer's JSON bodies and message contents.
 //! * [`publisher`], [`report`]: publishing to JetStream with pipelined acks, and what it measured.
 //! * [`rng`]: the seeded random numbers behind `--seed`.
+//! * [`e2e`]: the end-to-end benchmark (`wa-bench-e2e`): functions, load and raw limits.
 
 pub mod agent;
 pub mod content;
+pub mod e2e;
 pub mod producer;
 pub mod publisher;
 pub mod report;

@@ -1,0 +1,171 @@
+//! Publish→commit latency at a fixed moderate rate: while events are published at the rate, a
+//! poller reads the inbox rows committed since the last look (every `poll`) and takes, for each
+//! new row, the time it was seen minus the time the stream stored the message (`published_us`,
+//! the server's clock, on this machine). A row is seen at most `poll` plus one query after its
+//! commit, which is the resolution of the numbers.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use async_nats::jetstream::Context as JetStream;
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::watch;
+
+use super::commits::NewCommits;
+use super::error::{Context, Error, Result};
+use crate::{publish, Event, PublishSettings, Report};
+
+/// Latencies of one phase, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Latency {
+    pub rate: f64,
+    pub publish: Report,
+    pub poll: Duration,
+    pub events: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Latency {
+    pub fn to_json(&self) -> serde_json::Value {
+        json!({
+            "rate_per_s": self.rate,
+            "events": self.events,
+            "p50_ms": self.p50_ms,
+            "p90_ms": self.p90_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+            "resolution_ms": self.poll.as_secs_f64() * 1e3,
+            "publish": self.publish.to_json(),
+        })
+    }
+}
+
+/// Where and how to look for commits.
+pub struct Polling<'a> {
+    pub pool: &'a PgPool,
+    pub commits: NewCommits,
+    /// The first stream sequence this phase publishes.
+    pub first_sequence: u64,
+    pub poll: Duration,
+    pub commit_timeout: Duration,
+}
+
+/// Publishes `events` at `rate` for `duration` and measures each one's publish→commit latency.
+pub async fn measure(
+    js: &JetStream,
+    polling: Polling<'_>,
+    events: &mut impl Iterator<Item = Event>,
+    rate: f64,
+    duration: Duration,
+    progress: bool,
+) -> Result<Latency> {
+    let (done_tx, done_rx) = watch::channel(None::<(u64, Instant)>);
+    let poll = polling.poll;
+    let pool = polling.pool.clone();
+    let poller = tokio::spawn(watch_commits(
+        pool,
+        polling.commits,
+        polling.first_sequence,
+        poll,
+        polling.commit_timeout,
+        done_rx,
+    ));
+    let settings = PublishSettings {
+        rate,
+        count: None,
+        duration: Some(duration),
+        in_flight: 1000,
+        progress,
+    };
+    let report = publish(js, events, &settings).await;
+    let _ = done_tx.send(Some((report.published, Instant::now())));
+    let mut latencies = poller.await.context("latency poller")??;
+    if latencies.is_empty() {
+        return Err(Error::new("the latency phase committed nothing"));
+    }
+    latencies.sort_unstable_by(f64::total_cmp);
+    Ok(Latency {
+        rate,
+        events: latencies.len() as u64,
+        p50_ms: percentile(&latencies, 0.50),
+        p90_ms: percentile(&latencies, 0.90),
+        p99_ms: percentile(&latencies, 0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+        publish: report,
+        poll,
+    })
+}
+
+/// Polls for new commits from `first` on until every published event is seen; returns each
+/// event's latency in ms.
+async fn watch_commits(
+    pool: PgPool,
+    commits: NewCommits,
+    first: u64,
+    poll: Duration,
+    commit_timeout: Duration,
+    done: watch::Receiver<Option<(u64, Instant)>>,
+) -> Result<Vec<f64>> {
+    let mut seen = HashSet::new();
+    let mut latencies = Vec::new();
+    // Every sequence below `low` has been seen: the next query starts there.
+    let mut low = first;
+    let mut tick = tokio::time::interval(poll);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let rows = commits.since(&pool, low).await?;
+        let now_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64);
+        for (sequence, published_us) in rows {
+            if seen.insert(sequence) {
+                latencies.push((now_us - published_us).max(0) as f64 / 1e3);
+            }
+        }
+        while seen.contains(&low) {
+            seen.remove(&low);
+            low += 1;
+        }
+        let Some((target, published_at)) = *done.borrow() else {
+            continue;
+        };
+        if latencies.len() as u64 >= target {
+            return Ok(latencies);
+        }
+        if published_at.elapsed() > commit_timeout {
+            return Err(Error::new(format!(
+                "{} of {target} latency events committed {commit_timeout:?} after publishing ended",
+                latencies.len()
+            )));
+        }
+    }
+}
+
+/// The `p` quantile of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}
