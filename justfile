@@ -31,6 +31,7 @@ test: stack reset-test-db
     cfn-lint template.yaml
     cargo test -p wa-benches --bench handlers
     just bench-e2e-smoke
+    cargo build --workspace --bins
     cargo test --workspace
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.

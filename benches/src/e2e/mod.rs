@@ -54,6 +54,31 @@ const READY_WITHIN: Duration = Duration::from_secs(60);
 const WARMUP_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(30);
 
+/// Starts functions warmed up: ready, their tenants' schemas made by a few events, and the
+/// database checkpointed, so that a timed phase measures steady writing.
+struct Warm<'a> {
+    bin_dir: &'a Path,
+    env: &'a [(String, String)],
+    logs: &'a Path,
+    js: &'a async_nats::jetstream::Context,
+    inboxes: &'a Inboxes,
+    pool: &'a sqlx::PgPool,
+}
+
+impl Warm<'_> {
+    async fn start(&self, name: &str, stream: &str, warmup: &[Event]) -> Result<Function> {
+        let mut function = Function::start(self.bin_dir, name, self.env, self.logs)?;
+        function.wait_ready(READY_WITHIN).await?;
+        publish_all(self.js, warmup).await?;
+        self.inboxes
+            .wait_for(self.pool, stream, warmup.len() as u64, WARMUP_WITHIN)
+            .await
+            .context(format_args!("{name} warm-up"))?;
+        stack::checkpoint(self.pool).await;
+        Ok(function)
+    }
+}
+
 /// Runs every phase and returns what was measured.
 pub async fn run(settings: &Settings) -> Result<Results> {
     let wall = Instant::now();
@@ -168,19 +193,17 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     };
 
     step(3, "wa-realtime throughput");
-    let mut realtime_fn = Function::start(&bin_dir, "wa-realtime", &env, &logs)?;
-    realtime_fn.wait_ready(READY_WITHIN).await?;
-    publish_all(&js, rt_warmup).await?;
-    inboxes
-        .wait_for(
-            &db.pool,
-            REALTIME_STREAM,
-            rt_warmup.len() as u64,
-            WARMUP_WITHIN,
-        )
-        .await
-        .context("realtime warm-up")?;
-    stack::checkpoint(&db.pool).await;
+    let warm = Warm {
+        bin_dir: &bin_dir,
+        env: &env,
+        logs: &logs,
+        js: &js,
+        inboxes: &inboxes,
+        pool: &db.pool,
+    };
+    let mut realtime_fn = warm
+        .start("wa-realtime", REALTIME_STREAM, rt_warmup)
+        .await?;
     let realtime = throughput::measure(
         &js,
         &sampling(REALTIME_STREAM),
@@ -224,19 +247,9 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     ));
 
     step(5, "wa-historical throughput");
-    let mut history_fn = Function::start(&bin_dir, "wa-historical", &env, &logs)?;
-    history_fn.wait_ready(READY_WITHIN).await?;
-    publish_all(&js, h_warmup).await?;
-    inboxes
-        .wait_for(
-            &db.pool,
-            HISTORY_STREAM,
-            h_warmup.len() as u64,
-            WARMUP_WITHIN,
-        )
-        .await
-        .context("history warm-up")?;
-    stack::checkpoint(&db.pool).await;
+    let mut history_fn = warm
+        .start("wa-historical", HISTORY_STREAM, h_warmup)
+        .await?;
     let history = throughput::measure(
         &js,
         &sampling(HISTORY_STREAM),

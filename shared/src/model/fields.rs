@@ -49,29 +49,7 @@ pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Erro
 
 /// `message_type` is a string, or an array of strings from history edits: keep the first.
 pub fn first_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    struct FirstOf;
-    impl<'de> de::Visitor<'de> for FirstOf {
-        type Value = Option<String>;
-
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string or an array of strings")
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
-        }
-
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let first = seq.next_element::<String>()?;
-            while seq.next_element::<String>()?.is_some() {}
-            Ok(first)
-        }
-    }
-    optional(d, FirstOf)
+    optional(d, StringOrList(|items| items.into_iter().next()))
 }
 
 /// A status as text; the producer sends numeric strings, a bare number is accepted too.
@@ -105,36 +83,34 @@ pub fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>,
 
 /// `tags` as a comma list, or an array of strings joined with commas.
 pub fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    struct CommaList;
-    impl<'de> de::Visitor<'de> for CommaList {
-        type Value = Option<String>;
+    optional(d, StringOrList(|items| Some(items.join(","))))
+}
 
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a string or an array of strings")
-        }
+/// A string as it is, or an array of strings reduced to one by the function.
+struct StringOrList(fn(Vec<String>) -> Option<String>);
 
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(Some(v.to_owned()))
-        }
+impl<'de> de::Visitor<'de> for StringOrList {
+    type Value = Option<String>;
 
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            Ok(Some(v))
-        }
-
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-            let mut joined = String::new();
-            let mut first = true;
-            while let Some(tag) = seq.next_element::<std::borrow::Cow<'de, str>>()? {
-                if !first {
-                    joined.push(',');
-                }
-                joined.push_str(&tag);
-                first = false;
-            }
-            Ok(Some(joined))
-        }
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string or an array of strings")
     }
-    optional(d, CommaList)
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Some(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Some(v))
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        while let Some(item) = seq.next_element::<String>()? {
+            items.push(item);
+        }
+        Ok((self.0)(items))
+    }
 }
 
 /// Deserialises `null` or absent as `None`, anything else with `visitor` — without buffering
