@@ -234,24 +234,8 @@ impl Results {
                 self.latency.max_ms,
                 "ms",
             ),
-            Row::new(
-                "peak RSS wa-realtime",
-                self.rss_realtime as f64 / MIB,
-                "MiB",
-            )
-            .target(
-                format!("<= {MAX_RSS_MIB:.0} MiB"),
-                self.rss_realtime as f64 <= MAX_RSS_MIB * MIB,
-            ),
-            Row::new(
-                "peak RSS wa-historical",
-                self.rss_historical as f64 / MIB,
-                "MiB",
-            )
-            .target(
-                format!("<= {MAX_RSS_MIB:.0} MiB"),
-                self.rss_historical as f64 <= MAX_RSS_MIB * MIB,
-            ),
+            rss_row("peak RSS wa-realtime", self.rss_realtime),
+            rss_row("peak RSS wa-historical", self.rss_historical),
             Row::new("dead letters", self.dead_letters as f64, "events")
                 .target("0", self.dead_letters == 0),
         ]
@@ -284,6 +268,12 @@ impl Results {
             "wall_s": self.wall.as_secs_f64(),
         })
     }
+}
+
+/// A function's peak RSS (bytes) against the SPEC's limit.
+fn rss_row(name: &'static str, bytes: u64) -> Row {
+    let mib = bytes as f64 / MIB;
+    Row::new(name, mib, "MiB").target(format!("<= {MAX_RSS_MIB:.0} MiB"), mib <= MAX_RSS_MIB)
 }
 
 #[cfg(test)]

@@ -41,11 +41,14 @@ pub async fn claim(
     if claimed.len() == keys.len() {
         return Ok(HashMap::new());
     }
-    let claimed: std::collections::HashSet<(String, i64, i64)> = claimed.into_iter().collect();
+    let claimed: std::collections::HashSet<(&str, i64, i64)> = claimed
+        .iter()
+        .map(|(stream, q, p)| (stream.as_str(), *q, *p))
+        .collect();
     let seen: Vec<&StreamKey> = keys
         .iter()
         .map(|(k, _)| *k)
-        .filter(|k| !claimed.contains(&(k.stream.clone(), k.sequence, k.published_us)))
+        .filter(|k| !claimed.contains(&(k.stream.as_str(), k.sequence, k.published_us)))
         .collect();
     let (streams, seqs, published) = columns(seen.iter().copied());
     let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as::<Postgres, _>(
