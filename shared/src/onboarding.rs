@@ -20,15 +20,15 @@ pub struct Onboarding {
 }
 
 /// An incoming message from a person, with the phone it comes from.
-struct Candidate {
+struct Candidate<'a> {
     idx: usize,
     phone: String,
-    message: MessagePayload,
+    message: MessagePayload<'a>,
     meta: String,
 }
 
 /// `from_phone`'s digits, when the message is IN and from a person (`@s.whatsapp.net`).
-fn candidate_phone(m: &MessagePayload) -> Option<String> {
+fn candidate_phone(m: &MessagePayload<'_>) -> Option<String> {
     if m.flow != Flow::In
         || !m
             .jid
@@ -118,7 +118,11 @@ impl Onboarding {
         Ok(outcomes)
     }
 
-    async fn write(&self, tenant: &TenantId, candidates: &[Candidate]) -> Result<(), sqlx::Error> {
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        candidates: &[Candidate<'_>],
+    ) -> Result<(), sqlx::Error> {
         let mut tx = tenant_tx::begin(
             self.processor.pool(),
             tenant,
@@ -159,7 +163,7 @@ impl Onboarding {
 async fn onboard(
     conn: &mut PgConnection,
     tenant: &TenantId,
-    c: &Candidate,
+    c: &Candidate<'_>,
 ) -> Result<bool, sqlx::Error> {
     let m = &c.message;
     let agent = m.agent_id.as_deref().unwrap_or_default();
@@ -167,7 +171,7 @@ async fn onboard(
         "INSERT INTO onboarding_log (message_id, agent_id, company_id, phone_number, \"timestamp\", last_metadata)
          VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (phone_number) DO NOTHING",
     )
-    .bind(&m.message_id)
+    .bind(m.message_id.as_str())
     .bind(agent)
     .bind(tenant.as_str())
     .bind(&c.phone)
@@ -200,7 +204,7 @@ async fn onboard(
     .bind(origin)
     .bind(tags)
     .bind(assigned)
-    .bind(&m.message_id)
+    .bind(m.message_id.as_str())
     .bind(m.message_timestamp)
     .bind(tenant.as_str())
     .bind(&c.meta)
@@ -214,7 +218,7 @@ async fn onboard(
 async fn merge_campaign(
     conn: &mut PgConnection,
     phone: &str,
-    k: &crate::model::Campaign,
+    k: &crate::model::Campaign<'_>,
 ) -> Result<(), sqlx::Error> {
     let existing: Vec<(String, Option<String>)> =
         sqlx::query_as::<Postgres, (String, Option<String>)>(

@@ -4,27 +4,28 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use validator::Validate;
 
-use super::fields::{timestamp, valid_id};
+use super::fields::{timestamp, valid_id, Text};
 
 /// A chat as the producer sends it. `chats.update` uses the same shape as a patch, where
 /// `unread_count` is a delta rather than an absolute value.
 #[derive(Debug, Clone, Deserialize, Validate)]
-pub struct ChatPayload {
+#[serde(bound(deserialize = "'de: 'a"))]
+pub struct ChatPayload<'a> {
     #[validate(custom(function = "valid_id"))]
-    pub chat_id: String,
-    pub jid: Option<String>,
-    pub company_id: Option<String>,
+    pub chat_id: Text<'a>,
+    pub jid: Option<Text<'a>>,
+    pub company_id: Option<Text<'a>>,
     #[validate(custom(function = "valid_id"))]
-    pub agent_id: Option<String>,
-    pub push_name: Option<String>,
-    pub custom_name: Option<String>,
-    pub group_name: Option<String>,
-    pub phone_number: Option<String>,
-    pub assigned_to: Option<String>,
+    pub agent_id: Option<Text<'a>>,
+    pub push_name: Option<Text<'a>>,
+    pub custom_name: Option<Text<'a>>,
+    pub group_name: Option<Text<'a>>,
+    pub phone_number: Option<Text<'a>>,
+    pub assigned_to: Option<Text<'a>>,
     pub is_group: Option<bool>,
     pub not_spam: Option<bool>,
     pub unread_count: Option<i32>,
-    pub last_message: Option<Box<RawValue>>,
+    pub last_message: Option<&'a RawValue>,
     #[serde(default, deserialize_with = "timestamp")]
     pub conversation_timestamp: Option<i64>,
 }

@@ -1,6 +1,6 @@
 //! Bytes → typed payload: size limit, JSON, field validation and the tenant check, in that order.
 
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use validator::Validate;
 
@@ -8,7 +8,8 @@ use super::agent::AgentPayload;
 use super::chat::ChatPayload;
 use super::contact::ContactPayload;
 use super::dead_letter::ErrorType;
-use super::history::{HistoryChats, HistoryContacts, HistoryMessages};
+use super::fields::Text;
+use super::history::{Batch, HistoryChats, HistoryContacts, HistoryMessages};
 use super::message::{MessagePatch, MessagePayload};
 use super::subject::{EventKind, Subject};
 
@@ -40,34 +41,34 @@ impl DecodeError {
 
 /// One item of a history batch.
 #[derive(Debug, Clone)]
-pub enum HistoryItem {
-    Chat(ChatPayload),
-    Message(MessagePayload),
-    Contact(ContactPayload),
+pub enum HistoryItem<'a> {
+    Chat(ChatPayload<'a>),
+    Message(MessagePayload<'a>),
+    Contact(ContactPayload<'a>),
 }
 
-/// A validated event, ready to be written.
+/// A validated event, ready to be written. Its text borrows from the event's body.
 #[derive(Debug, Clone)]
-pub enum Payload {
+pub enum Payload<'a> {
     /// `chats.upsert` (`delta = false`) or `chats.update` (`delta = true`: unread is a delta).
     Chat {
-        chat: ChatPayload,
+        chat: ChatPayload<'a>,
         delta: bool,
     },
-    Message(MessagePayload),
-    MessagePatch(MessagePatch),
-    Contact(ContactPayload),
-    Agent(AgentPayload),
+    Message(MessagePayload<'a>),
+    MessagePatch(MessagePatch<'a>),
+    Contact(ContactPayload<'a>),
+    Agent(AgentPayload<'a>),
     /// Items in batch order, each validated on its own.
-    History(Vec<Result<HistoryItem, DecodeError>>),
+    History(Vec<Result<HistoryItem<'a>, DecodeError>>),
 }
 
 /// Decodes and validates the body of an event published on `subject`.
-pub fn decode(
+pub fn decode<'a>(
     subject: &Subject,
-    body: &[u8],
+    body: &'a [u8],
     max_payload_bytes: usize,
-) -> Result<Payload, DecodeError> {
+) -> Result<Payload<'a>, DecodeError> {
     if body.len() > max_payload_bytes {
         return Err(DecodeError::new(
             ErrorType::TooLarge,
@@ -80,6 +81,9 @@ pub fn decode(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(DecodeError::new(ErrorType::Malformed, "empty body"));
     }
+    // Checked once here, so that no string of the body is checked again while it is parsed.
+    let body = std::str::from_utf8(body)
+        .map_err(|e| DecodeError::new(ErrorType::Malformed, format!("body is not UTF-8: {e}")))?;
     let tenant = subject.tenant.as_str();
     Ok(match subject.kind {
         EventKind::ChatUpsert => Payload::Chat {
@@ -96,77 +100,108 @@ pub fn decode(
             Payload::Contact(item(body, tenant)?)
         }
         EventKind::ConnectionUpdate => Payload::Agent(item(body, tenant)?),
-        EventKind::HistoryChats => {
-            let batch: HistoryChats<'_> = parse(body)?;
-            Payload::History(
-                batch
-                    .chats
-                    .iter()
-                    .map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Chat))
-                    .collect(),
-            )
-        }
+        EventKind::HistoryChats => Payload::History(history::<
+            _,
+            HistoryChats<ChatPayload>,
+            HistoryChats<&RawValue>,
+        >(body, tenant, HistoryItem::Chat)?),
         EventKind::HistoryMessages => {
-            let batch: HistoryMessages<'_> = parse(body)?;
-            let default_agent = batch.agent_id.as_deref();
-            Payload::History(
-                batch
-                    .messages
-                    .iter()
-                    .map(|raw| {
-                        let mut m: MessagePayload = item(raw.get().as_bytes(), tenant)?;
-                        if m.agent_id.is_none() {
-                            m.agent_id = default_agent.map(str::to_owned);
-                        }
-                        Ok(HistoryItem::Message(m))
-                    })
-                    .collect(),
-            )
+            Payload::History(history::<
+                _,
+                HistoryMessages<MessagePayload>,
+                HistoryMessages<&RawValue>,
+            >(body, tenant, HistoryItem::Message)?)
         }
         EventKind::HistoryContacts => {
-            let batch: HistoryContacts<'_> = parse(body)?;
-            Payload::History(
-                batch
-                    .contacts
-                    .iter()
-                    .map(|raw| item(raw.get().as_bytes(), tenant).map(HistoryItem::Contact))
-                    .collect(),
-            )
+            Payload::History(history::<
+                _,
+                HistoryContacts<ContactPayload>,
+                HistoryContacts<&RawValue>,
+            >(body, tenant, HistoryItem::Contact)?)
         }
     })
 }
 
-fn parse<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, DecodeError> {
-    serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))
+/// The items of a history batch, each validated on its own. A batch whose items all parse is
+/// read in one pass (`Typed`); otherwise it is read again as raw items (`Raw`) and each item
+/// parsed alone, so that one bad item is refused without its batch.
+fn history<'a, T, Typed, Raw>(
+    body: &'a str,
+    tenant: &str,
+    wrap: fn(T) -> HistoryItem<'a>,
+) -> Result<Vec<Result<HistoryItem<'a>, DecodeError>>, DecodeError>
+where
+    T: Item<'a>,
+    Typed: Batch<'a, T> + Deserialize<'a>,
+    Raw: Batch<'a, &'a RawValue> + Deserialize<'a>,
+{
+    let finish = |item: Result<T, DecodeError>, agent: &Option<Text<'a>>| {
+        let mut item = checked(item?, tenant)?;
+        if let Some(agent) = agent {
+            item.inherit_agent(agent);
+        }
+        Ok(wrap(item))
+    };
+    Ok(match serde_json::from_str::<Typed>(body) {
+        Ok(batch) => {
+            let (items, agent) = batch.into_parts();
+            items
+                .into_iter()
+                .map(|item| finish(Ok(item), &agent))
+                .collect()
+        }
+        Err(_) => {
+            let (items, agent) = parse::<Raw>(body)?.into_parts();
+            items
+                .into_iter()
+                .map(|raw| finish(parse(raw.get()), &agent))
+                .collect()
+        }
+    })
 }
 
-/// Anything that names the company it belongs to.
-trait Company {
+fn parse<'a, T: Deserialize<'a>>(body: &'a str) -> Result<T, DecodeError> {
+    serde_json::from_str(body).map_err(|e| DecodeError::from_json(&e))
+}
+
+/// A payload, read as an event of its own or as a history item.
+trait Item<'a>: Deserialize<'a> + Validate {
+    /// The company it names, if any.
     fn company(&self) -> Option<&str>;
+
+    /// Takes a history sync's top-level agent id when the item carries none.
+    fn inherit_agent(&mut self, _agent: &Text<'a>) {}
 }
 
-macro_rules! company_field {
-    ($($t:ty),*) => {$(
-        impl Company for $t {
+macro_rules! item_with_company {
+    ($($t:ident),*) => {$(
+        impl<'a> Item<'a> for $t<'a> {
             fn company(&self) -> Option<&str> {
                 self.company_id.as_deref()
             }
         }
     )*};
 }
-company_field!(
-    ChatPayload,
-    MessagePayload,
-    MessagePatch,
-    ContactPayload,
-    AgentPayload
-);
+item_with_company!(ChatPayload, MessagePatch, ContactPayload, AgentPayload);
 
-fn item<T: DeserializeOwned + Validate + Company>(
-    body: &[u8],
-    tenant: &str,
-) -> Result<T, DecodeError> {
-    let value: T = serde_json::from_slice(body).map_err(|e| DecodeError::from_json(&e))?;
+impl<'a> Item<'a> for MessagePayload<'a> {
+    fn company(&self) -> Option<&str> {
+        self.company_id.as_deref()
+    }
+
+    fn inherit_agent(&mut self, agent: &Text<'a>) {
+        if self.agent_id.is_none() {
+            self.agent_id = Some(agent.clone());
+        }
+    }
+}
+
+fn item<'a, T: Item<'a>>(body: &'a str, tenant: &str) -> Result<T, DecodeError> {
+    checked(parse(body)?, tenant)
+}
+
+/// Field validation and the tenant check of a parsed payload.
+fn checked<'a, T: Item<'a>>(value: T, tenant: &str) -> Result<T, DecodeError> {
     value
         .validate()
         .map_err(|e| DecodeError::new(ErrorType::Validation, e.to_string().replace('\n', "; ")))?;
@@ -221,6 +256,7 @@ mod tests {
         assert_eq!(err(s, b"  \n"), ErrorType::Malformed);
         assert_eq!(err(s, b"{\"chat_id\":"), ErrorType::Malformed);
         assert_eq!(err(s, b"not json"), ErrorType::Malformed);
+        assert_eq!(err(s, b"{\"chat_id\":\"a\xff\"}"), ErrorType::Malformed);
         assert_eq!(err(s, &[b' '; 1025]), ErrorType::TooLarge);
         assert_eq!(err(s, b"{}"), ErrorType::Validation);
         assert_eq!(err(s, b"[]"), ErrorType::Validation);
@@ -313,5 +349,46 @@ mod tests {
             panic!()
         };
         assert_eq!(m3.agent_id.as_deref(), Some("OWN"));
+    }
+
+    #[test]
+    fn items_that_parse_but_fail_their_checks_are_refused_alone() {
+        // Every item parses, so the batch is read in one pass; the checks still run per item.
+        let body = br#"{"agent_id":"TOP","messages":[{"message_id":"m1","chat_id":"c","flow":"IN"},{"message_id":"","chat_id":"c","flow":"IN"},{"message_id":"m3","chat_id":"c","flow":"IN","company_id":"OTHER"},{"message_id":"m4","chat_id":"c","flow":"OUT"}]}"#;
+        let Payload::History(items) =
+            decode(&subject("v1.history.messages.C"), body, 4096).unwrap()
+        else {
+            panic!()
+        };
+        let kinds: Vec<Result<&str, ErrorType>> = items
+            .iter()
+            .map(|r| match r {
+                Ok(HistoryItem::Message(m)) => Ok(m.agent_id.as_deref().unwrap_or("-")),
+                Ok(_) => panic!("not a message"),
+                Err(e) => Err(e.error_type),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                Ok("TOP"),
+                Err(ErrorType::Validation),
+                Err(ErrorType::Tenant),
+                Ok("TOP")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_malformed_history_body_is_refused_whole() {
+        for (body, expected) in [
+            (&br#"{"chats":[{"chat_id":"a"},"#[..], ErrorType::Malformed),
+            (br#"{"chats":[{"chat_id":"a"}"#, ErrorType::Malformed),
+            (br#"{"chats":{"chat_id":"a"}}"#, ErrorType::Validation),
+            (br#"{"messages":[{"chat_id":"a"}]}"#, ErrorType::Validation),
+        ] {
+            let e = decode(&subject("v1.history.chats.C"), body, 4096).unwrap_err();
+            assert_eq!(e.error_type, expected, "{e}");
+        }
     }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use validator::Validate;
 
-use super::fields::{first_of, text_or_number, timestamp, valid_id};
+use super::fields::{first_of, text_or_number, timestamp, valid_id, Text};
 
 /// Direction of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -26,53 +26,56 @@ impl Flow {
 
 /// A whole message.
 #[derive(Debug, Clone, Deserialize, Validate)]
-pub struct MessagePayload {
+#[serde(bound(deserialize = "'de: 'a"))]
+pub struct MessagePayload<'a> {
     #[validate(custom(function = "valid_id"))]
-    pub message_id: String,
+    pub message_id: Text<'a>,
     #[validate(custom(function = "valid_id"))]
-    pub chat_id: String,
+    pub chat_id: Text<'a>,
     pub flow: Flow,
-    pub jid: Option<String>,
-    pub from_phone: Option<String>,
-    pub to_phone: Option<String>,
-    pub message_text: Option<String>,
-    pub message_url: Option<String>,
+    pub jid: Option<Text<'a>>,
+    pub from_phone: Option<Text<'a>>,
+    pub to_phone: Option<Text<'a>>,
+    pub message_text: Option<Text<'a>>,
+    pub message_url: Option<Text<'a>>,
     #[serde(default, deserialize_with = "first_of")]
-    pub message_type: Option<String>,
+    pub message_type: Option<Text<'a>>,
     #[validate(custom(function = "valid_id"))]
-    pub agent_id: Option<String>,
-    pub company_id: Option<String>,
+    pub agent_id: Option<Text<'a>>,
+    pub company_id: Option<Text<'a>>,
     #[serde(default, deserialize_with = "text_or_number")]
-    pub status: Option<String>,
-    pub key: Option<Box<RawValue>>,
-    pub message_obj: Option<Box<RawValue>>,
-    pub edited_message_obj: Option<Box<RawValue>>,
+    pub status: Option<Text<'a>>,
+    pub key: Option<&'a RawValue>,
+    pub message_obj: Option<&'a RawValue>,
+    pub edited_message_obj: Option<&'a RawValue>,
     pub is_deleted: Option<bool>,
     #[serde(default, deserialize_with = "timestamp")]
     pub message_timestamp: Option<i64>,
     /// Campaign attribution read by onboarding (never sent by the current producer).
-    pub campaign: Option<Campaign>,
+    pub campaign: Option<Campaign<'a>>,
 }
 
 /// A patch to a stored message (`messages.update`): receipts, edits, deletes.
 #[derive(Debug, Clone, Deserialize, Validate)]
-pub struct MessagePatch {
+#[serde(bound(deserialize = "'de: 'a"))]
+pub struct MessagePatch<'a> {
     #[validate(custom(function = "valid_id"))]
-    pub message_id: String,
-    pub company_id: Option<String>,
+    pub message_id: Text<'a>,
+    pub company_id: Option<Text<'a>>,
     #[serde(default, deserialize_with = "text_or_number")]
-    pub status: Option<String>,
-    pub edited_message_obj: Option<Box<RawValue>>,
-    pub message_url: Option<String>,
+    pub status: Option<Text<'a>>,
+    pub edited_message_obj: Option<&'a RawValue>,
+    pub message_url: Option<Text<'a>>,
     pub is_deleted: Option<bool>,
 }
 
 /// Optional campaign object on an incoming message (SPEC §8).
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct Campaign {
+#[serde(bound(deserialize = "'de: 'a"))]
+pub struct Campaign<'a> {
     pub is_campaign: Option<bool>,
     #[serde(default, deserialize_with = "super::fields::comma_list")]
-    pub tags: Option<String>,
-    pub assigned_to: Option<String>,
-    pub origin: Option<String>,
+    pub tags: Option<Text<'a>>,
+    pub assigned_to: Option<Text<'a>>,
+    pub origin: Option<Text<'a>>,
 }

@@ -23,16 +23,16 @@ use crate::store::messages::{MessagePatchRows, MessageRows};
 use super::inbound::DeadLetter;
 
 /// An event of one tenant that passed validation.
-pub struct Decoded {
+pub struct Decoded<'a> {
     /// Position in the batch handed to the core.
     pub idx: usize,
     pub published_at: DateTime<Utc>,
-    pub payload: Payload,
+    pub payload: Payload<'a>,
     /// `last_metadata` of every row this event writes (JSON text).
     pub meta: String,
 }
 
-impl Decoded {
+impl<'a> Decoded<'a> {
     /// The history items that failed validation.
     pub fn invalid_items(&self) -> Vec<DeadLetter> {
         match &self.payload {
@@ -83,7 +83,7 @@ impl Decoded {
 }
 
 /// The UTC date a new message row is filed under: its own timestamp's, else its publish time's.
-pub fn message_date(m: &MessagePayload, published_at: DateTime<Utc>) -> NaiveDate {
+pub fn message_date(m: &MessagePayload<'_>, published_at: DateTime<Utc>) -> NaiveDate {
     m.message_timestamp
         .and_then(|ts| DateTime::from_timestamp(ts, 0))
         .unwrap_or(published_at)
@@ -93,11 +93,11 @@ pub fn message_date(m: &MessagePayload, published_at: DateTime<Utc>) -> NaiveDat
 /// One write of an event.
 #[derive(Clone, Copy)]
 pub enum Unit<'a> {
-    Chat(&'a ChatPayload, bool),
-    Message(&'a MessagePayload),
-    Patch(&'a MessagePatch),
-    Contact(&'a ContactPayload),
-    Agent(&'a AgentPayload),
+    Chat(&'a ChatPayload<'a>, bool),
+    Message(&'a MessagePayload<'a>),
+    Patch(&'a MessagePatch<'a>),
+    Contact(&'a ContactPayload<'a>),
+    Agent(&'a AgentPayload<'a>),
 }
 
 #[derive(PartialEq, Eq, Hash)]
@@ -170,7 +170,7 @@ impl<'a> Plan<'a> {
     /// chat, are folded into one row where that gives the same result as applying them in
     /// turn (see [`MessagePatchRows::fold`] and [`ChatRows::fold`]), so that a hot chat or a
     /// message with its receipts costs one round, not one per event.
-    pub fn new(units: impl IntoIterator<Item = (&'a Decoded, Unit<'a>)>) -> Self {
+    pub fn new<'b: 'a>(units: impl IntoIterator<Item = (&'a Decoded<'b>, Unit<'a>)>) -> Self {
         let mut rows: HashMap<RowKey<'a>, KeyState> = HashMap::new();
         let mut rounds: Vec<Round<'a>> = Vec::new();
         let mut ensure = ChatEnsureRows::default();
@@ -271,7 +271,7 @@ mod tests {
     use super::*;
     use crate::model::{decode, Subject};
 
-    fn decoded(events: &[(&str, &str)]) -> Vec<Decoded> {
+    fn decoded<'a>(events: &[(&str, &'a str)]) -> Vec<Decoded<'a>> {
         events
             .iter()
             .enumerate()

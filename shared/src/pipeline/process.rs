@@ -179,7 +179,10 @@ impl Processor {
             .collect())
     }
 
-    fn decode_event(&self, event: &InboundEvent) -> Result<(Subject, Payload), DeadLetter> {
+    fn decode_event<'a>(
+        &self,
+        event: &'a InboundEvent,
+    ) -> Result<(Subject, Payload<'a>), DeadLetter> {
         let subject = Subject::parse(&event.subject).map_err(|e| match e {
             SubjectError::Tenant(t) => DeadLetter::new(ErrorType::Tenant, t.to_string()),
             SubjectError::Unknown(_) => DeadLetter::new(ErrorType::Validation, e.to_string()),
@@ -202,7 +205,7 @@ impl Processor {
         &self,
         events: &[InboundEvent],
         tenant: &TenantId,
-        decoded: &[Decoded],
+        decoded: &[Decoded<'_>],
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
         if let Err(reason) = self.prepare(tenant, decoded).await? {
             return Ok(self.all_transient(events, decoded, &reason));
@@ -251,7 +254,7 @@ impl Processor {
     async fn prepare(
         &self,
         tenant: &TenantId,
-        decoded: &[Decoded],
+        decoded: &[Decoded<'_>],
     ) -> Result<Result<(), String>, Unavailable> {
         let schema = match self.schemas.ensure(tenant).await {
             Ok(()) => Ok(()),
@@ -283,7 +286,7 @@ impl Processor {
     fn all_transient(
         &self,
         events: &[InboundEvent],
-        part: &[Decoded],
+        part: &[Decoded<'_>],
         reason: &str,
     ) -> Vec<(usize, Outcome)> {
         part.iter()
@@ -295,7 +298,7 @@ impl Processor {
         &self,
         events: &[InboundEvent],
         tenant: &TenantId,
-        part: &[Decoded],
+        part: &[Decoded<'_>],
         item_by_item: bool,
     ) -> Result<Vec<(usize, Outcome)>, TxError> {
         let mut attempt = 1;
@@ -319,7 +322,7 @@ impl Processor {
         &self,
         events: &[InboundEvent],
         tenant: &TenantId,
-        part: &[Decoded],
+        part: &[Decoded<'_>],
         item_by_item: bool,
     ) -> Result<Vec<(usize, Outcome)>, TxError> {
         let mut tx = tenant_tx::begin(&self.pool, tenant, self.settings.lock_timeout).await?;

@@ -11,7 +11,7 @@ use super::column;
 /// Agent upserts for one statement; each `agent_id` appears at most once.
 #[derive(Default)]
 pub struct AgentRows<'a> {
-    rows: Vec<(&'a AgentPayload, DateTime<Utc>, &'a str)>,
+    rows: Vec<(&'a AgentPayload<'a>, DateTime<Utc>, &'a str)>,
 }
 
 impl<'a> AgentRows<'a> {
@@ -19,7 +19,7 @@ impl<'a> AgentRows<'a> {
         self.rows.is_empty()
     }
 
-    pub fn push(&mut self, a: &'a AgentPayload, published_at: DateTime<Utc>, meta: &'a str) {
+    pub fn push(&mut self, a: &'a AgentPayload<'a>, published_at: DateTime<Utc>, meta: &'a str) {
         self.rows.push((a, published_at, meta));
     }
 

@@ -52,7 +52,7 @@ impl<'a> ChatRows<'a> {
 
     /// Adds a chat write. `delta` marks `chats.update`, whose unread count is a delta and
     /// whose derived fields (phone from the chat id) only fill a newly created row.
-    pub fn push(&mut self, c: &'a ChatPayload, delta: bool, meta: &'a str) {
+    pub fn push(&mut self, c: &'a ChatPayload<'a>, delta: bool, meta: &'a str) {
         let v = Values::of(c, delta);
         let unread = if delta {
             c.unread_count.map(|d| UnreadDelta::IDENTITY.then(d))
@@ -74,7 +74,7 @@ impl<'a> ChatRows<'a> {
             not_spam: c.not_spam,
             unread,
             delta,
-            last_message: c.last_message.as_deref().map(|r| r.get()),
+            last_message: c.last_message.map(|r| r.get()),
             last_message_ts: c.conversation_timestamp,
             conversation_timestamp: c.conversation_timestamp,
             insert_phone: v.derived_phone.or(Some(chat_id_suffix(&c.chat_id))),
@@ -88,7 +88,7 @@ impl<'a> ChatRows<'a> {
     /// Only deltas fold, into deltas. A name is judged against the stored row's phone number
     /// and jid, so a delta carrying a name folds only into a row that neither sets a name of
     /// that kind nor changes the phone number or jid it would be judged against.
-    pub fn can_fold(&self, row: usize, c: &ChatPayload) -> bool {
+    pub fn can_fold(&self, row: usize, c: &ChatPayload<'_>) -> bool {
         let r = &self.rows[row];
         let untouched = r.jid.is_none() && r.phone_number.is_none();
         r.delta
@@ -101,7 +101,7 @@ impl<'a> ChatRows<'a> {
     /// deltas compose, `last_message` is the one the timestamp guard would have kept last,
     /// the conversation timestamp is the greatest, and every other field takes the latest
     /// value sent (a newly created row keeps the derived values of the first update).
-    pub fn fold(&mut self, row: usize, c: &'a ChatPayload, meta: &'a str) {
+    pub fn fold(&mut self, row: usize, c: &'a ChatPayload<'a>, meta: &'a str) {
         debug_assert!(self.can_fold(row, c));
         let v = Values::of(c, true);
         let r = &mut self.rows[row];
@@ -129,7 +129,7 @@ impl<'a> ChatRows<'a> {
         // (its timestamp, the greatest, still has to pass the stored row's guard).
         let ts = c.conversation_timestamp.unwrap_or(0);
         let before = r.conversation_timestamp.unwrap_or(0);
-        if let Some(message) = c.last_message.as_deref() {
+        if let Some(message) = c.last_message {
             if ts >= before {
                 r.last_message = Some(message.get());
                 r.last_message_ts = c.conversation_timestamp;
@@ -254,7 +254,7 @@ struct Values<'a> {
 }
 
 impl<'a> Values<'a> {
-    fn of(c: &'a ChatPayload, delta: bool) -> Self {
+    fn of(c: &'a ChatPayload<'a>, delta: bool) -> Self {
         let jid = c.jid.as_deref();
         let derived_phone = jid.and_then(phone_from_jid);
         let derived_group = jid.map(is_group_jid);

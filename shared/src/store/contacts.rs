@@ -15,7 +15,7 @@ pub struct ContactRows<'a> {
 }
 
 struct ContactRow<'a> {
-    c: &'a ContactPayload,
+    c: &'a ContactPayload<'a>,
     push_placeholder: bool,
     meta: &'a str,
 }
@@ -25,7 +25,7 @@ impl<'a> ContactRows<'a> {
         self.rows.is_empty()
     }
 
-    pub fn push(&mut self, c: &'a ContactPayload, meta: &'a str) {
+    pub fn push(&mut self, c: &'a ContactPayload<'a>, meta: &'a str) {
         let push_placeholder = c.push_name.as_deref().is_some_and(|n| {
             is_placeholder_name(n, Some(&c.phone_number), c.chat_id.as_deref(), None)
         });

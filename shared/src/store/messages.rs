@@ -18,15 +18,15 @@ pub struct MessageRows<'a> {
 }
 
 struct MessageRow<'a> {
-    m: &'a MessagePayload,
+    m: &'a MessagePayload<'a>,
     /// Used only if the row is created (it never moves).
     date: NaiveDate,
     status_rank: Option<i16>,
     meta: &'a str,
 }
 
-fn raw(v: &Option<Box<serde_json::value::RawValue>>) -> Option<&str> {
-    v.as_deref().map(|r| r.get())
+fn raw<'a>(v: &Option<&'a serde_json::value::RawValue>) -> Option<&'a str> {
+    v.map(|r| r.get())
 }
 
 impl<'a> MessageRows<'a> {
@@ -35,7 +35,7 @@ impl<'a> MessageRows<'a> {
     }
 
     /// Adds a message; `date` is used only if the row is created (it never moves).
-    pub fn push(&mut self, m: &'a MessagePayload, date: NaiveDate, meta: &'a str) {
+    pub fn push(&mut self, m: &'a MessagePayload<'a>, date: NaiveDate, meta: &'a str) {
         self.rows.push(MessageRow {
             m,
             date,
@@ -151,7 +151,7 @@ impl<'a> MessagePatchRows<'a> {
         self.rows.len()
     }
 
-    pub fn push(&mut self, p: &'a MessagePatch, meta: &'a str) {
+    pub fn push(&mut self, p: &'a MessagePatch<'a>, meta: &'a str) {
         self.rows.push(PatchRow {
             message_id: &p.message_id,
             status: p.status.as_deref(),
@@ -167,9 +167,9 @@ impl<'a> MessagePatchRows<'a> {
     /// applying the row once has the effect of applying its patches one after the other:
     /// the status of the highest rank wins (the earlier one on a tie), and every other field
     /// takes the latest value sent.
-    pub fn fold(&mut self, row: usize, p: &'a MessagePatch, meta: &'a str) {
+    pub fn fold(&mut self, row: usize, p: &'a MessagePatch<'a>, meta: &'a str) {
         let r = &mut self.rows[row];
-        debug_assert_eq!(r.message_id, p.message_id);
+        debug_assert_eq!(r.message_id, p.message_id.as_str());
         let rank = p.status.as_deref().map(status_rank);
         if rank.is_some_and(|new| r.status_rank.is_none_or(|old| new > old)) {
             r.status = p.status.as_deref();
