@@ -100,24 +100,22 @@ pub fn decode<'a>(
             Payload::Contact(item(body, tenant)?)
         }
         EventKind::ConnectionUpdate => Payload::Agent(item(body, tenant)?),
-        EventKind::HistoryChats => Payload::History(history::<
-            _,
-            HistoryChats<ChatPayload>,
-            HistoryChats<&RawValue>,
-        >(body, tenant, HistoryItem::Chat)?),
+        EventKind::HistoryChats => Payload::History(
+            history::<_, HistoryChats<_>, HistoryChats<_>>(body, tenant, HistoryItem::Chat)?,
+        ),
         EventKind::HistoryMessages => {
-            Payload::History(history::<
-                _,
-                HistoryMessages<MessagePayload>,
-                HistoryMessages<&RawValue>,
-            >(body, tenant, HistoryItem::Message)?)
+            Payload::History(history::<_, HistoryMessages<_>, HistoryMessages<_>>(
+                body,
+                tenant,
+                HistoryItem::Message,
+            )?)
         }
         EventKind::HistoryContacts => {
-            Payload::History(history::<
-                _,
-                HistoryContacts<ContactPayload>,
-                HistoryContacts<&RawValue>,
-            >(body, tenant, HistoryItem::Contact)?)
+            Payload::History(history::<_, HistoryContacts<_>, HistoryContacts<_>>(
+                body,
+                tenant,
+                HistoryItem::Contact,
+            )?)
         }
     })
 }
