@@ -9,7 +9,8 @@ use validator::ValidationError;
 
 /// A text field of a payload: borrowed from the event body, or owned where the JSON string
 /// had escapes (or the value was derived, as a number read as text). Decoding an event so
-/// copies no string it does not have to.
+/// copies no string it does not have to. A payload struct holding `Text<'a>` borrows from the
+/// body it is parsed from through `#[serde(bound(deserialize = "'de: 'a"))]`.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Text<'a>(pub Cow<'a, str>);
 
