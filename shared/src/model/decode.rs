@@ -378,6 +378,49 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_read_in_one_pass_gives_what_reading_items_one_by_one_gives() {
+        let fixtures = [
+            (
+                "v1.history.chats.CMP001",
+                "chats",
+                include_str!("../../../tests/fixtures/producer/v1.history.chats.jsonl"),
+            ),
+            (
+                "v1.history.messages.CMP001",
+                "messages",
+                include_str!("../../../tests/fixtures/producer/v1.history.messages.jsonl"),
+            ),
+            (
+                "v1.history.contacts.CMP001",
+                "contacts",
+                include_str!("../../../tests/fixtures/producer/v1.history.contacts.jsonl"),
+            ),
+        ];
+        for (s, key, fixture) in fixtures {
+            let mut batch: serde_json::Value = serde_json::from_str(fixture.trim()).unwrap();
+            let one_pass = serde_json::to_vec(&batch).unwrap();
+            // An item that does not parse sends the whole batch down the item-by-item path.
+            batch[key]
+                .as_array_mut()
+                .unwrap()
+                .push(serde_json::json!(["not an item"]));
+            let by_item = serde_json::to_vec(&batch).unwrap();
+            let items = |body: &[u8]| match decode(&subject(s), body, 1 << 20).unwrap() {
+                Payload::History(items) => format!("{items:?}"),
+                other => panic!("{other:?}"),
+            };
+            let (fast, slow) = (items(&one_pass), items(&by_item));
+            let fast = fast.strip_suffix(']').unwrap();
+            assert!(slow.starts_with(fast), "{s}:\n{fast}\n{slow}");
+            assert!(
+                slow[fast.len()..].starts_with(", Err(DecodeError { error_type: Validation"),
+                "{s}: {}",
+                &slow[fast.len()..]
+            );
+        }
+    }
+
+    #[test]
     fn a_malformed_history_body_is_refused_whole() {
         for (body, expected) in [
             (&br#"{"chats":[{"chat_id":"a"},"#[..], ErrorType::Malformed),
