@@ -21,9 +21,14 @@ pub struct Report {
     pub first_error: Option<String>,
 }
 
+/// `count` things in `elapsed`, per second (an empty interval counts as a nanosecond).
+pub fn per_sec(count: u64, elapsed: Duration) -> f64 {
+    count as f64 / elapsed.as_secs_f64().max(1e-9)
+}
+
 impl Report {
     pub fn events_per_sec(&self) -> f64 {
-        self.published as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.published, self.elapsed)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

@@ -227,7 +227,10 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         latency::Polling {
             pool: &db.pool,
             commits: inboxes.reader(REALTIME_STREAM),
-            first_sequence: stack::last_sequence(&js, REALTIME_STREAM).await? + 1,
+            first_sequence: stack::stream_state(&js, REALTIME_STREAM)
+                .await?
+                .last_sequence
+                + 1,
             poll: settings.latency_poll,
             commit_timeout: settings.commit_timeout,
         },
@@ -268,7 +271,7 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         history.elapsed.as_secs_f64()
     ));
 
-    let dead_letters = stack::stream_messages(&js, DLQ_STREAM).await?;
+    let dead_letters = stack::stream_state(&js, DLQ_STREAM).await?.messages;
     Ok(Results {
         settings: settings.to_json(),
         machine,

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::error::{Context, Error, Result};
 use super::stack::delete_stream_if_any;
+use crate::report::per_sec;
 use crate::{publish, Event, PublishSettings};
 
 const STREAM: &str = "BENCH_RAW";
@@ -28,11 +29,11 @@ pub struct JetStreamLimit {
 
 impl JetStreamLimit {
     pub fn publish_per_sec(&self) -> f64 {
-        self.messages as f64 / self.publish.as_secs_f64().max(1e-9)
+        per_sec(self.messages, self.publish)
     }
 
     pub fn consume_per_sec(&self) -> f64 {
-        self.messages as f64 / self.consume.as_secs_f64().max(1e-9)
+        per_sec(self.messages, self.consume)
     }
 
     pub fn to_json(&self) -> serde_json::Value {

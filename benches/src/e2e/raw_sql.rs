@@ -19,6 +19,7 @@ use wa_shared::store::schema::{migrate, Schemas};
 
 use super::error::{Context, Result};
 use super::raw_batch::{HistoryBatch, RealtimeBatch, Stamped};
+use crate::report::per_sec;
 use crate::Event;
 
 /// What a raw baseline wrote, and the time its transactions took.
@@ -34,11 +35,11 @@ pub struct SqlLimit {
 
 impl SqlLimit {
     pub fn events_per_sec(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.events, self.elapsed)
     }
 
     pub fn rows_per_sec(&self) -> f64 {
-        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.rows, self.elapsed)
     }
 
     pub fn to_json(&self, schema: &str) -> serde_json::Value {

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream::stream::State;
 use async_nats::jetstream::Context;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
@@ -107,24 +108,14 @@ pub async fn checkpoint(pool: &PgPool) {
     }
 }
 
-/// Messages currently stored in a stream.
-pub async fn stream_messages(js: &Context, name: &str) -> Result<u64> {
+/// A stream's state now: messages stored, last sequence assigned, ….
+pub async fn stream_state(js: &Context, name: &str) -> Result<State> {
     let mut stream = js
         .get_stream(name)
         .await
         .context(format_args!("stream {name}"))?;
     let info = stream.info().await.context(format_args!("stream {name}"))?;
-    Ok(info.state.messages)
-}
-
-/// The last sequence a stream assigned.
-pub async fn last_sequence(js: &Context, name: &str) -> Result<u64> {
-    let mut stream = js
-        .get_stream(name)
-        .await
-        .context(format_args!("stream {name}"))?;
-    let info = stream.info().await.context(format_args!("stream {name}"))?;
-    Ok(info.state.last_sequence)
+    Ok(info.state.clone())
 }
 
 #[cfg(test)]

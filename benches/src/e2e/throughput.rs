@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::commits::Inboxes;
 use super::error::{Context, Error, Result};
+use crate::report::per_sec;
 use crate::{publish, Event, PublishSettings, Report};
 
 /// Committed events at a time since publishing started.
@@ -36,11 +37,11 @@ pub struct Throughput {
 
 impl Throughput {
     pub fn events_per_sec(&self) -> f64 {
-        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.events, self.elapsed)
     }
 
     pub fn rows_per_sec(&self) -> f64 {
-        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        per_sec(self.rows, self.elapsed)
     }
 
     /// Rows committed at each sample, assuming commits follow stream order (as the functions

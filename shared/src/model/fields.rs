@@ -40,27 +40,9 @@ impl fmt::Display for Text<'_> {
     }
 }
 
-impl<'a> From<&'a str> for Text<'a> {
-    fn from(s: &'a str) -> Self {
-        Text(Cow::Borrowed(s))
-    }
-}
-
 impl From<String> for Text<'_> {
     fn from(s: String) -> Self {
         Text(Cow::Owned(s))
-    }
-}
-
-impl PartialEq<str> for Text<'_> {
-    fn eq(&self, other: &str) -> bool {
-        self.as_str() == other
-    }
-}
-
-impl PartialEq<&str> for Text<'_> {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
     }
 }
 
@@ -143,6 +125,23 @@ pub fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Erro
     }
 }
 
+/// The string methods of a visitor of `Option<Text>`: the string, borrowed when it can be.
+macro_rules! visit_text {
+    () => {
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            TextVisitor.visit_borrowed_str(v).map(Some)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            TextVisitor.visit_str(v).map(Some)
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            TextVisitor.visit_string(v).map(Some)
+        }
+    };
+}
+
 /// `message_type` is a string, or an array of strings from history edits: keep the first.
 pub fn first_of<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'de>>, D::Error> {
     optional(d, StringOrList(|items| items.into_iter().next()))
@@ -158,17 +157,7 @@ pub fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Text<'de
             f.write_str("a string or an integer")
         }
 
-        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-            TextVisitor.visit_borrowed_str(v).map(Some)
-        }
-
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            TextVisitor.visit_str(v).map(Some)
-        }
-
-        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-            TextVisitor.visit_string(v).map(Some)
-        }
+        visit_text!();
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
             Ok(Some(v.to_string().into()))
@@ -202,17 +191,7 @@ impl<'de> de::Visitor<'de> for StringOrList<'de> {
         f.write_str("a string or an array of strings")
     }
 
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        TextVisitor.visit_borrowed_str(v).map(Some)
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        TextVisitor.visit_str(v).map(Some)
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        TextVisitor.visit_string(v).map(Some)
-    }
+    visit_text!();
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
