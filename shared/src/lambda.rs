@@ -10,9 +10,12 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::metrics::Emf;
 use crate::model::ErrorType;
-use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome};
+use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome, Processor};
+use crate::settings::{DbSettings, Settings};
+use crate::startup::{lazy_pool, StartupError};
 
 /// One JetStream message, as the bridge hands it to the function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,6 +70,14 @@ pub struct BatchResponse {
     pub batch_item_failures: Vec<ItemFailure>,
 }
 
+/// A record whose data is not base64: the bridge sent something it never sends.
+#[derive(Debug, thiserror::Error)]
+#[error("record {id}: data is not base64: {source}")]
+pub struct BadRecord {
+    pub id: String,
+    pub source: base64::DecodeError,
+}
+
 impl Record {
     pub fn from_event(id: String, e: &InboundEvent) -> Self {
         Record {
@@ -82,10 +93,13 @@ impl Record {
         }
     }
 
-    pub fn to_event(&self) -> Result<InboundEvent, String> {
+    pub fn to_event(&self) -> Result<InboundEvent, BadRecord> {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(&self.data)
-            .map_err(|e| format!("record {}: data is not base64: {e}", self.id))?;
+            .map_err(|source| BadRecord {
+                id: self.id.clone(),
+                source,
+            })?;
         Ok(InboundEvent {
             subject: self.subject.clone(),
             payload: payload.into(),
@@ -168,6 +182,26 @@ pub fn from_response(records: &[Record], response: &BatchResponse) -> Vec<Outcom
         };
     }
     outcomes
+}
+
+/// Runs a function as an AWS Lambda handler: resources are built once per instance, the
+/// Postgres pool holds one or two connections, the bridge does the acking.
+pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupError> {
+    let pool = lazy_pool(&DbSettings {
+        pool_size: settings.db.pool_size.clamp(1, 2),
+        ..settings.db.clone()
+    })?;
+    let processor = Arc::new(Processor::new(pool, settings.processor.clone()));
+    let handler = Arc::new(FunctionHandler::new(spec.kind, processor));
+    let emf = Emf {
+        namespace: settings.metrics.namespace().to_owned(),
+        prefix: spec.metrics_prefix.to_owned(),
+        consumer_type: spec.consumer_type,
+    };
+    tracing::info!(bin = spec.bin, "serving Lambda invocations");
+    serve(handler, emf)
+        .await
+        .map_err(|e| StartupError::Lambda(e.to_string()))
 }
 
 /// Serves invocations on the Lambda Runtime API until the runtime stops. An unavailable

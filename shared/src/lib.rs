@@ -4,19 +4,20 @@
 //! * [`pipeline`]: `process_batch`, inbound events in, one `Outcome` per event out.
 //! * [`store`]: Postgres: tenant schemas and migrations, set-based writes, the inbox.
 //! * [`transport`]: the JetStream pull runner, streams and consumers, DLQ publishing.
-//! * [`dlq_retry`], [`onboarding`]: the functions built on the core.
-//! * [`app`]: what every function binary does, from settings to shutdown; [`lambda`]: Lambda mode.
-//! * [`config`], [`telemetry`], [`metrics`], [`http`]: settings, logs, metrics, health.
+//! * [`functions`]: the four functions (realtime, historical, dlq-retry, onboarding): spec and handler.
+//! * [`settings`]: every variable, declared once; parsed and checked at startup.
+//! * [`startup`]: what every long-running binary does from settings to shutdown.
+//! * [`lambda`]: Lambda mode: the bridge's wire format and the Runtime API loop.
+//! * [`telemetry`], [`metrics`], [`http`]: logs, metrics, health.
 
-pub mod app;
-pub mod config;
-pub mod dlq_retry;
+pub mod functions;
 pub mod http;
 pub mod lambda;
 pub mod metrics;
 pub mod model;
-pub mod onboarding;
 pub mod pipeline;
+pub mod settings;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod transport;

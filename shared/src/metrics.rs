@@ -8,20 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{BuildError, PrometheusBuilder, PrometheusHandle};
 
 use crate::model::Subject;
 use crate::pipeline::{InboundEvent, Outcome};
 
 /// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
-pub fn install_prometheus() -> Result<PrometheusHandle, String> {
+pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
     PrometheusBuilder::new()
         .set_buckets(&[
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ])
-        .map_err(|e| e.to_string())?
+        ])?
         .install_recorder()
-        .map_err(|e| e.to_string())
 }
 
 /// The metric family of a function: `message_event_service` (realtime, historical), `dlq`,

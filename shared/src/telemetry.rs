@@ -2,14 +2,9 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{ConfigError, Env};
+pub use crate::settings::LogFormat;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
-
+/// How the process logs (`LOG_LEVEL`, `LOG_FORMAT`).
 #[derive(Debug, Clone)]
 pub struct LogSettings {
     pub filter: String,
@@ -17,34 +12,6 @@ pub struct LogSettings {
 }
 
 impl LogSettings {
-    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let filter = env.get("LOG_LEVEL").unwrap_or("info").to_owned();
-        if EnvFilter::try_new(&filter).is_err() {
-            return Err(ConfigError {
-                var: "LOG_LEVEL",
-                value: filter,
-                reason: "expected a level (error, warn, info, debug, trace) or a tracing filter"
-                    .into(),
-            });
-        }
-        let format = match env
-            .get("LOG_FORMAT")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("json") => LogFormat::Json,
-            Some("pretty" | "text") => LogFormat::Pretty,
-            Some(other) => {
-                return Err(ConfigError {
-                    var: "LOG_FORMAT",
-                    value: other.to_owned(),
-                    reason: "expected json or pretty".into(),
-                })
-            }
-        };
-        Ok(LogSettings { filter, format })
-    }
-
     /// Installs the global subscriber (once per process).
     pub fn init(&self) {
         // Postgres notices ("already exists, skipping") are noise at INFO.

@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use wa_benches::{Mix, PublishSettings, Workload, WorkloadSettings};
-use wa_shared::config::parse_duration;
 use wa_shared::model::EventKind;
+use wa_shared::settings::parse_duration;
 use wa_shared::transport::streams::{ensure_stream, stream_specs};
 
 #[derive(Parser)]

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use wa_shared::config::parse_duration;
+use wa_shared::settings::parse_duration;
 
 /// Flags of `wa-bench-e2e`. Sizes default to a run of a few minutes on a 2-core machine.
 #[derive(Debug, Clone, Parser)]

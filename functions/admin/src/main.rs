@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use sqlx::PgPool;
-use wa_shared::config::Env;
 use wa_shared::model::{quote_ident, TenantId};
+use wa_shared::settings::vars::{DbVars, NatsVars};
 use wa_shared::store::exhausted::{self, Exhausted, Filter};
 use wa_shared::store::schema::{self, tenant_schemas};
 use wa_shared::store::SYSTEM_SCHEMA;
@@ -20,9 +20,13 @@ use wa_shared::transport::nats::NatsSettings;
     name = "wa-admin",
     version,
     about = "Operator CLI for WA Events Processor: tenants, migrations, exhausted events",
-    after_help = "Configuration: DATABASE_URL (alias POSTGRES_DSN), and for replay NATS_URL, NATS_USER/NATS_PASSWORD, NATS_TOKEN, NATS_CREDS."
+    after_help = "DATABASE_URL (alias POSTGRES_DSN) names the database; replay publishes to NATS_URL."
 )]
 struct Cli {
+    #[command(flatten)]
+    db: DbVars,
+    #[command(flatten)]
+    nats: NatsVars,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -144,17 +148,15 @@ async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> Result<Vec<String>, 
 }
 
 async fn run(cli: Cli) -> Result<(), String> {
-    let env = Env::from_process();
-    let db = env.db().map_err(|e| e.to_string())?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .connect(&db.url)
+        .connect(cli.db.url().expose())
         .await
         .map_err(|e| format!("DATABASE_URL: {e}"))?;
     match cli.command {
         Command::Tenants => tenants(&pool, cli.json).await,
         Command::Migrate { tenants } => migrate(&pool, tenants).await,
-        Command::Exhausted(cmd) => exhausted_command(&pool, &env, cmd, cli.json).await,
+        Command::Exhausted(cmd) => exhausted_command(&pool, cli.nats, cmd, cli.json).await,
     }
 }
 
@@ -231,7 +233,7 @@ async fn migrate(pool: &PgPool, tenants: Vec<String>) -> Result<(), String> {
 
 async fn exhausted_command(
     pool: &PgPool,
-    env: &Env,
+    nats: NatsVars,
     cmd: ExhaustedCommand,
     json: bool,
 ) -> Result<(), String> {
@@ -316,7 +318,7 @@ async fn exhausted_command(
             let events = exhausted::list(pool, &s, &filter)
                 .await
                 .map_err(|e| e.to_string())?;
-            replay(pool, env, &s, events, force, json).await
+            replay(pool, nats, &s, events, force, json).await
         }
         ExhaustedCommand::Resolve { ids, scope, note } => {
             let s = schema_of(&scope)?;
@@ -335,17 +337,17 @@ async fn exhausted_command(
 
 async fn replay(
     pool: &PgPool,
-    env: &Env,
+    nats: NatsVars,
     schema: &str,
     events: Vec<Exhausted>,
     force: bool,
     json: bool,
 ) -> Result<(), String> {
-    let nats = NatsSettings::from_env(env, "wa-admin").map_err(|e| e.to_string())?;
+    let nats = NatsSettings::new(nats, "wa-admin");
     let client = nats
         .connect()
         .await
-        .map_err(|e| format!("NATS_URL {}: {e}", nats.url))?;
+        .map_err(|e| format!("NATS_URL {}: {e}", nats.url.redacted()))?;
     let js = async_nats::jetstream::new(client);
     let total = events.len();
     let mut report = Vec::new();

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
-use futures::future::LocalBoxFuture;
 use wa_shared::lambda::{from_response, BatchRequest, BatchResponse, Record};
 use wa_shared::pipeline::{Handler, InboundEvent, Outcome, Unavailable};
 
@@ -13,11 +12,10 @@ pub struct LambdaInvoker {
     pub client: aws_sdk_lambda::Client,
     pub function: String,
     pub timeout: Duration,
-    pub max_deliver: u32,
 }
 
-impl LambdaInvoker {
-    async fn invoke(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+impl Handler for LambdaInvoker {
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
         let records: Vec<Record> = events
             .iter()
             .enumerate()
@@ -67,18 +65,5 @@ impl LambdaInvoker {
             .map(|(i, e)| Record::from_event(i.to_string(), e))
             .collect();
         Ok(from_response(&records, &response))
-    }
-}
-
-impl Handler for LambdaInvoker {
-    fn handle<'a>(
-        &'a self,
-        events: &'a [InboundEvent],
-    ) -> LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
-        Box::pin(self.invoke(events))
-    }
-
-    fn max_deliver(&self) -> u32 {
-        self.max_deliver
     }
 }

@@ -1,7 +1,6 @@
 //! Bridge routes: which function's consumer feeds which Lambda function.
 
-use wa_shared::app::{FunctionSpec, DLQ_RETRY, HISTORICAL, ONBOARDING, REALTIME};
-use wa_shared::config::ConfigError;
+use wa_shared::functions::FunctionSpec;
 
 pub const DEFAULT_ROUTES: &str =
     "realtime=wa-realtime,historical=wa-historical,dlq-retry=wa-dlq-retry,onboarding=wa-onboarding";
@@ -14,31 +13,25 @@ pub struct Route {
     pub function: String,
 }
 
+/// Every route of the bridge.
+#[derive(Debug, Clone)]
+pub struct Routes(pub Vec<Route>);
+
 /// Parses `function=lambda-name` pairs, comma-separated.
-pub fn parse(value: &str) -> Result<Vec<Route>, ConfigError> {
-    let bad = |reason: String| ConfigError {
-        var: "BRIDGE_ROUTES",
-        value: value.to_owned(),
-        reason,
-    };
+pub fn parse(value: &str) -> Result<Routes, String> {
     let mut routes: Vec<Route> = Vec::new();
     for pair in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (kind, function) = pair
             .split_once('=')
-            .ok_or_else(|| bad(format!("{pair:?} is not function=lambda-name")))?;
-        let spec = match kind.trim() {
-            "realtime" => &REALTIME,
-            "historical" => &HISTORICAL,
-            "dlq-retry" => &DLQ_RETRY,
-            "onboarding" => &ONBOARDING,
-            other => {
-                return Err(bad(format!(
-                    "unknown function {other:?} (realtime, historical, dlq-retry, onboarding)"
-                )))
-            }
+            .ok_or_else(|| format!("{pair:?} is not function=lambda-name"))?;
+        let Some(spec) = FunctionSpec::named(kind.trim()) else {
+            return Err(format!(
+                "unknown function {:?} (realtime, historical, dlq-retry, onboarding)",
+                kind.trim()
+            ));
         };
         if function.trim().is_empty() || routes.iter().any(|r| std::ptr::eq(r.spec, spec)) {
-            return Err(bad(format!("{pair:?}: empty or repeated route")));
+            return Err(format!("{pair:?}: empty or repeated route"));
         }
         routes.push(Route {
             spec,
@@ -46,9 +39,9 @@ pub fn parse(value: &str) -> Result<Vec<Route>, ConfigError> {
         });
     }
     if routes.is_empty() {
-        return Err(bad("no routes".into()));
+        return Err("no routes".into());
     }
-    Ok(routes)
+    Ok(Routes(routes))
 }
 
 #[cfg(test)]
@@ -57,10 +50,12 @@ mod tests {
 
     #[test]
     fn parses_routes() {
-        let r = parse(DEFAULT_ROUTES).unwrap();
+        let r = parse(DEFAULT_ROUTES).unwrap().0;
         assert_eq!(r.len(), 4);
         assert_eq!(r[0].spec.bin, "wa-realtime");
-        let arn = parse("historical=arn:aws:lambda:eu-west-1:123:function:hist").unwrap();
+        let arn = parse("historical=arn:aws:lambda:eu-west-1:123:function:hist")
+            .unwrap()
+            .0;
         assert_eq!(
             arn[0].function,
             "arn:aws:lambda:eu-west-1:123:function:hist"

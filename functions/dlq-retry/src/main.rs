@@ -1,7 +1,7 @@
-//! `wa-dlq-retry`: the dlq-retry function (standalone JetStream consumer).
+//! `wa-dlq-retry`: the dlq-retry function (a standalone JetStream consumer, or a Lambda handler).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    wa_shared::app::main(&wa_shared::app::DLQ_RETRY)
+    wa_shared::startup::main(&wa_shared::functions::DLQ_RETRY)
 }

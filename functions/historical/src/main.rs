@@ -1,7 +1,7 @@
-//! `wa-historical`: the historical function (standalone JetStream consumer).
+//! `wa-historical`: the historical function (a standalone JetStream consumer, or a Lambda handler).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    wa_shared::app::main(&wa_shared::app::HISTORICAL)
+    wa_shared::startup::main(&wa_shared::functions::HISTORICAL)
 }

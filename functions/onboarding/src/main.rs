@@ -1,7 +1,7 @@
-//! `wa-onboarding`: the onboarding function (standalone JetStream consumer).
+//! `wa-onboarding`: the onboarding function (a standalone JetStream consumer, or a Lambda handler).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    wa_shared::app::main(&wa_shared::app::ONBOARDING)
+    wa_shared::startup::main(&wa_shared::functions::ONBOARDING)
 }

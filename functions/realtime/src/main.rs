@@ -1,7 +1,7 @@
-//! `wa-realtime`: the realtime function (standalone JetStream consumer).
+//! `wa-realtime`: the realtime function (a standalone JetStream consumer, or a Lambda handler).
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    wa_shared::app::main(&wa_shared::app::REALTIME)
+    wa_shared::startup::main(&wa_shared::functions::REALTIME)
 }

@@ -7,7 +7,7 @@ use validator::Validate;
 use super::agent::AgentPayload;
 use super::chat::ChatPayload;
 use super::contact::ContactPayload;
-use super::dead_letter::ErrorType;
+use super::error_type::ErrorType;
 use super::fields::Text;
 use super::history::{Batch, HistoryChats, HistoryContacts, HistoryMessages};
 use super::message::{MessagePatch, MessagePayload};

@@ -27,9 +27,11 @@ pub enum Category {
 }
 
 impl EventKind {
+    /// Every kind, in the order in which the production agents publish: chats first appear as
+    /// updates, then messages, receipts, contacts, agent status, and finally a history sync.
     pub const ALL: [EventKind; 10] = [
-        EventKind::ChatUpsert,
         EventKind::ChatUpdate,
+        EventKind::ChatUpsert,
         EventKind::MessageUpsert,
         EventKind::MessageUpdate,
         EventKind::ContactUpsert,
@@ -40,20 +42,8 @@ impl EventKind {
         EventKind::HistoryContacts,
     ];
 
-    /// The order in which the production agents publish: chats first appear as updates, then
-    /// messages, receipts, contacts, agent status, and finally a history sync.
-    pub const PRODUCER_ORDER: [EventKind; 10] = [
-        EventKind::ChatUpdate,
-        EventKind::ChatUpsert,
-        EventKind::MessageUpsert,
-        EventKind::MessageUpdate,
-        EventKind::ContactUpsert,
-        EventKind::ContactUpdate,
-        EventKind::ConnectionUpdate,
-        EventKind::HistoryChats,
-        EventKind::HistoryMessages,
-        EventKind::HistoryContacts,
-    ];
+    /// The order in which the production agents publish (that of [`EventKind::ALL`]).
+    pub const PRODUCER_ORDER: [EventKind; 10] = Self::ALL;
 
     /// The subject without its tenant token, e.g. `v1.chats.upsert`.
     pub fn base(self) -> &'static str {
@@ -140,6 +130,24 @@ impl Subject {
         format!("v1.dlq.{tenant}")
     }
 
+    /// Every tenant's events of `kind` (`<base>.*`): a stream subject, a consumer filter.
+    pub fn every_tenant(kind: EventKind) -> String {
+        Self::format(kind, "*")
+    }
+
+    /// Every dead letter (`v1.dlq.*`).
+    pub fn every_dead_letter() -> String {
+        Self::dead_letter("*")
+    }
+
+    /// Every event of one tenant, whatever its subject (`v1.*.*.<company>`).
+    pub fn every_kind_of(tenant: &TenantId) -> String {
+        format!("v1.*.*.{tenant}")
+    }
+
+    /// The dead-letter stream's subjects.
+    pub const DEAD_LETTERS: &'static str = "v1.dlq.>";
+
     /// The dead-letter subject for events whose tenant id is itself invalid.
     pub const INVALID_TENANT_DLQ: &'static str = "v1.dlq._invalid";
 
@@ -167,6 +175,13 @@ mod tests {
             assert_eq!(s.tenant.as_str(), "CMP001");
             assert_eq!(s.to_string(), format!("{}.CMP001", kind.base()));
         }
+        let t = TenantId::parse("CMP001").unwrap();
+        assert_eq!(Subject::every_kind_of(&t), "v1.*.*.CMP001");
+        assert_eq!(
+            Subject::every_tenant(EventKind::MessageUpsert),
+            "v1.messages.upsert.*"
+        );
+        assert_eq!(Subject::every_dead_letter(), "v1.dlq.*");
     }
 
     #[test]

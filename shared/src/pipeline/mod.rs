@@ -8,32 +8,20 @@ pub mod process;
 pub use inbound::{DeadLetter, InboundEvent, Outcome};
 pub use process::{Processor, ProcessorSettings, Unavailable};
 
-use futures::future::LocalBoxFuture;
-
 /// What a transport runs a batch through: the core itself, or a function built on it
-/// (dlq-retry, onboarding). Returns one outcome per event, or `Unavailable` to hold the batch.
+/// (dlq-retry, onboarding, the bridge's Lambda invoker). Returns one outcome per event, or
+/// `Unavailable` to hold the batch.
 ///
 /// The future is awaited by the runner in place (never spawned), so it need not be `Send`;
-/// requiring it trips rustc's higher-ranked lifetime checks on sqlx executors.
+/// requiring it trips rustc's higher-ranked lifetime checks on sqlx executors. That is also
+/// why the trait is not object-safe and callers are generic over it.
+#[allow(async_fn_in_trait)]
 pub trait Handler: Send + Sync + 'static {
-    fn handle<'a>(
-        &'a self,
-        events: &'a [InboundEvent],
-    ) -> LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>>;
-
-    /// Deliveries before the consumer gives up on a message (reported in dead letters).
-    fn max_deliver(&self) -> u32;
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable>;
 }
 
 impl Handler for Processor {
-    fn handle<'a>(
-        &'a self,
-        events: &'a [InboundEvent],
-    ) -> LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
-        Box::pin(self.process_batch(events))
-    }
-
-    fn max_deliver(&self) -> u32 {
-        self.settings().max_deliver
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+        self.process_batch(events).await
     }
 }

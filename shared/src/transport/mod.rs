@@ -2,6 +2,7 @@
 //! The runner is the only code that acks, naks or terminates messages in standalone mode.
 
 pub mod dead_letter;
+pub mod held;
 pub mod nats;
 pub mod runner;
 pub mod streams;

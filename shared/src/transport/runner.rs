@@ -1,23 +1,22 @@
 //! The JetStream pull runner: fetch a batch, run the core, settle every message — the only
 //! code that acks, naks or terminates in standalone mode.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::PullConsumer;
-use async_nats::jetstream::{self, Context};
+use async_nats::jetstream::{self, AckKind, Context};
 use async_nats::{Client, Subject as NatsSubject};
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
 use crate::metrics::EventMetrics;
+use crate::model::{Subject, TenantId};
 use crate::pipeline::{Handler, InboundEvent, Outcome};
 
 use super::dead_letter::{dead_letter_message, publish_all, DeadLetterMessage};
+use super::held::{keep_alive, Held};
 
 /// How a runner fetches.
 #[derive(Debug, Clone)]
@@ -33,41 +32,9 @@ pub struct RunnerSettings {
     pub keepalive: Duration,
     /// With `COMPANY_ID`: events of other tenants are left to their own consumers
     /// (acknowledged here without processing) when the server could not filter them out.
-    pub only_tenant: Option<String>,
-}
-
-/// Messages this process holds (fetched, not yet settled), kept alive with in-progress acks.
-#[derive(Default)]
-struct Held {
-    next: AtomicU64,
-    replies: Mutex<HashMap<u64, (NatsSubject, Instant)>>,
-}
-
-impl Held {
-    fn hold(&self, reply: NatsSubject) -> u64 {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.replies
-            .lock()
-            .expect("lock")
-            .insert(id, (reply, Instant::now()));
-        id
-    }
-
-    fn release(&self, id: u64) {
-        self.replies.lock().expect("lock").remove(&id);
-    }
-
-    /// Replies held for longer than `age`.
-    fn older_than(&self, age: Duration) -> Vec<NatsSubject> {
-        let now = Instant::now();
-        self.replies
-            .lock()
-            .expect("lock")
-            .values()
-            .filter(|(_, since)| now.duration_since(*since) >= age)
-            .map(|(r, _)| r.clone())
-            .collect()
-    }
+    pub only_tenant: Option<TenantId>,
+    /// Deliveries before the consumer gives up on a message (reported in dead letters).
+    pub max_deliver: u32,
 }
 
 /// A fetched message: its event and where to settle it.
@@ -77,50 +44,33 @@ struct Delivery {
     held: u64,
 }
 
-/// What a message's outcome becomes on the wire.
-enum Settlement {
-    Ack,
-    Nak(Duration),
-    Term,
-}
-
-impl Settlement {
-    fn payload(&self) -> Bytes {
-        match self {
-            Settlement::Ack => Bytes::from_static(b"+ACK"),
-            Settlement::Nak(delay) => format!("-NAK {{\"delay\":{}}}", delay.as_nanos()).into(),
-            Settlement::Term => Bytes::from_static(b"+TERM"),
-        }
-    }
-}
-
 /// Maps outcomes to dead letters to publish and settlements: the one place outcomes become acks.
 fn settle_plan(
     events: &[InboundEvent],
     outcomes: &[Outcome],
     max_retry: u32,
-) -> (Vec<DeadLetterMessage>, Vec<Settlement>) {
+) -> (Vec<DeadLetterMessage>, Vec<AckKind>) {
     let mut dead = Vec::new();
     let settlements = events
         .iter()
         .zip(outcomes)
         .map(|(event, o)| match o {
-            Outcome::Ack => Settlement::Ack,
+            Outcome::Ack => AckKind::Ack,
             Outcome::AckWithDeadItems(items) => {
                 for item in items {
                     error!(subject = %event.subject, seq = event.stream_sequence, item = ?item.item_index, error_type = %item.error_type, error = %item.error, "dead-lettering a history item");
                     dead.push(dead_letter_message(event, item, max_retry));
                 }
-                Settlement::Ack
+                AckKind::Ack
             }
             Outcome::Retry { delay } => {
                 warn!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, ?delay, "retrying later");
-                Settlement::Nak(*delay)
+                AckKind::Nak(Some(*delay))
             }
             Outcome::DeadLetter(dl) => {
                 error!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, error_type = %dl.error_type, error = %dl.error, "dead-lettering");
                 dead.push(dead_letter_message(event, dl, max_retry));
-                Settlement::Term
+                AckKind::Term
             }
         })
         .collect();
@@ -272,12 +222,9 @@ impl<H: Handler> Runner<H> {
         if let Some(tenant) = &self.settings.only_tenant {
             let (ours, foreign): (Vec<_>, Vec<_>) = batch
                 .into_iter()
-                .partition(|d| crate::model::Subject::last_token(&d.event.subject) == tenant);
+                .partition(|d| Subject::last_token(&d.event.subject) == tenant.as_str());
             for d in foreign {
-                let _ = self
-                    .client
-                    .publish(d.reply, Settlement::Ack.payload())
-                    .await;
+                let _ = self.client.publish(d.reply, AckKind::Ack.into()).await;
                 held.release(d.held);
             }
             batch = ours;
@@ -288,52 +235,36 @@ impl<H: Handler> Runner<H> {
         let span = info_span!("batch", consumer = %self.settings.consumer, size = batch.len());
         async {
             let started = Instant::now();
-            let (events, tickets): (Vec<InboundEvent>, Vec<(NatsSubject, u64)>) =
-                batch.into_iter().map(|d| (d.event, (d.reply, d.held))).unzip();
+            let (events, tickets): (Vec<InboundEvent>, Vec<(NatsSubject, u64)>) = batch
+                .into_iter()
+                .map(|d| (d.event, (d.reply, d.held)))
+                .unzip();
             self.metrics.batch(events.len());
             // An unavailable database holds the batch: no delivery is spent, nothing is dead-lettered.
-            let mut attempt = 0;
-            let outcomes = loop {
-                match self.handler.handle(&events).await {
-                    Ok(outcomes) => break outcomes,
-                    Err(e) => {
-                        attempt += 1;
-                        self.metrics.held();
-                        if *shutdown.borrow() && attempt > 3 {
-                            warn!(error = %e, "stopping with the batch unsettled; it will be redelivered");
-                            for (_, id) in &tickets {
-                                held.release(*id);
-                            }
-                            return;
-                        }
-                        warn!(error = %e, attempt, "holding the batch until the database is back");
-                        tokio::time::sleep(hold_backoff(attempt)).await;
-                    }
-                }
+            let Some(outcomes) = self
+                .persist(shutdown, "the database is back", || {
+                    self.handler.handle(&events)
+                })
+                .await
+            else {
+                return release(held, &tickets);
             };
             self.metrics.db_duration(started.elapsed());
-            let (dead, settlements) = settle_plan(&events, &outcomes, self.handler.max_deliver());
+            let (dead, settlements) = settle_plan(&events, &outcomes, self.settings.max_deliver);
             // Dead letters are stored by the DLQ stream before the originals are settled.
-            let mut attempt = 0;
-            while !dead.is_empty() {
-                match publish_all(&self.js, &dead).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        attempt += 1;
-                        if *shutdown.borrow() && attempt > 3 {
-                            warn!(error = %e, "stopping before the dead letters were stored; the batch will be redelivered");
-                            for (_, id) in &tickets {
-                                held.release(*id);
-                            }
-                            return;
-                        }
-                        warn!(error = %e, attempt, "publishing dead letters failed; retrying");
-                        tokio::time::sleep(hold_backoff(attempt)).await;
-                    }
-                }
+            if !dead.is_empty()
+                && self
+                    .persist(shutdown, "the dead letters are stored", || {
+                        publish_all(&self.js, &dead)
+                    })
+                    .await
+                    .is_none()
+            {
+                return release(held, &tickets);
             }
-            for ((reply, id), (event, s)) in tickets.into_iter().zip(events.iter().zip(&settlements)) {
-                if let Err(e) = self.client.publish(reply, s.payload()).await {
+            for ((reply, id), (event, s)) in tickets.into_iter().zip(events.iter().zip(settlements))
+            {
+                if let Err(e) = self.client.publish(reply, s.into()).await {
                     // Unsettled messages come back after the ack wait; the inbox makes that harmless.
                     warn!(seq = event.stream_sequence, error = %e, "settling a message failed");
                 }
@@ -347,21 +278,50 @@ impl<H: Handler> Runner<H> {
     }
 }
 
+impl<H: Handler> Runner<H> {
+    /// Runs `attempt` until it succeeds, holding the batch (with backoff) while it fails: the
+    /// messages stay alive and no delivery is spent. `None` when shutdown comes first, with
+    /// the batch unsettled (it will be redelivered).
+    async fn persist<T, E, F, Fut>(
+        &self,
+        shutdown: &watch::Receiver<bool>,
+        until: &str,
+        mut attempt: F,
+    ) -> Option<T>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut failures = 0;
+        loop {
+            match attempt().await {
+                Ok(value) => return Some(value),
+                Err(e) => {
+                    failures += 1;
+                    self.metrics.held();
+                    if *shutdown.borrow() && failures > 3 {
+                        warn!(error = %e, "stopping before {until}; the batch will be redelivered");
+                        return None;
+                    }
+                    warn!(error = %e, attempt = failures, "holding the batch until {until}");
+                    tokio::time::sleep(hold_backoff(failures)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets a batch left unsettled (its messages come back after the ack wait).
+fn release(held: &Held, tickets: &[(NatsSubject, u64)]) {
+    for (_, id) in tickets {
+        held.release(*id);
+    }
+}
+
 fn hold_backoff(attempt: u32) -> Duration {
     let ms = 200u64.saturating_mul(1 << attempt.min(10));
     Duration::from_millis(ms).min(MAX_HOLD_BACKOFF)
-}
-
-/// Sends in-progress acks for every message held longer than `every`.
-async fn keep_alive(client: Client, held: Arc<Held>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        for reply in held.older_than(every) {
-            let _ = client.publish(reply, Bytes::from_static(b"+WPI")).await;
-        }
-    }
 }
 
 /// Reports the consumer's backlog (num_pending) as a gauge.

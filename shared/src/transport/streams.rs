@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsum
 use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
 use async_nats::jetstream::Context;
 
-use crate::model::EventKind;
+use crate::model::{Category, EventKind, Subject};
 
 pub const REALTIME_STREAM: &str = "wa_events_stream";
 pub const HISTORY_STREAM: &str = "wa_history_events_stream";
@@ -32,8 +32,8 @@ pub fn stream_specs(replicas: usize, dlq_max_age: Duration) -> Vec<StreamSpec> {
     let of = |history: bool| {
         EventKind::ALL
             .into_iter()
-            .filter(|k| (k.category() == crate::model::Category::Historical) == history)
-            .map(|k| format!("{}.*", k.base()))
+            .filter(|k| (k.category() == Category::Historical) == history)
+            .map(Subject::every_tenant)
             .collect()
     };
     vec![
@@ -51,7 +51,7 @@ pub fn stream_specs(replicas: usize, dlq_max_age: Duration) -> Vec<StreamSpec> {
         },
         StreamSpec {
             name: DLQ_STREAM,
-            subjects: vec!["v1.dlq.>".into()],
+            subjects: vec![Subject::DEAD_LETTERS.into()],
             max_age: dlq_max_age,
             replicas,
         },

@@ -7,11 +7,32 @@ use std::sync::Arc;
 use chrono::DateTime;
 use tracing::{error, info};
 
+use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
 use crate::pipeline::failure::{classify, DbFailure};
 use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome, Processor, Unavailable};
 use crate::store::exhausted::{self, NewExhausted};
 use crate::store::SYSTEM_SCHEMA;
+use crate::transport::streams::DLQ_STREAM;
+
+/// The dlq-retry function: consumes `dlq_stream` with its own, slower backoff.
+pub const DLQ_RETRY: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::DlqRetry,
+    name: "dlq-retry",
+    bin: "wa-dlq-retry",
+    about: "Re-runs dead-lettered events under their own tenant; records the ones that cannot be saved in exhausted_events",
+    consumer_type: "dlq_retry",
+    durable: "wa_dlq_retry",
+    stream: DLQ_STREAM,
+    scope: Scope::DeadLetters,
+    defaults: Defaults {
+        http_port: "8083",
+        max_deliver: None,
+        backoff_var: "DLQ_BACKOFF",
+        backoff: "1m,2m,4m,8m,15m",
+    },
+    metrics_prefix: "dlq",
+};
 
 /// The dlq-retry handler. Its processor carries dlq-retry's own `max_deliver` and backoff.
 pub struct DlqRetry {
@@ -322,14 +343,7 @@ impl DlqRetry {
 }
 
 impl Handler for DlqRetry {
-    fn handle<'a>(
-        &'a self,
-        events: &'a [InboundEvent],
-    ) -> futures::future::LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
-        Box::pin(self.process(events))
-    }
-
-    fn max_deliver(&self) -> u32 {
-        self.processor.settings().max_deliver
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+        self.process(events).await
     }
 }

@@ -10,10 +10,31 @@ use std::sync::Arc;
 use sqlx::{PgConnection, Postgres};
 use tracing::{debug, info, warn};
 
+use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::model::{decode, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
 use crate::pipeline::failure::{classify, DbFailure};
 use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, Unavailable};
 use crate::store::tenant_tx;
+use crate::transport::streams::REALTIME_STREAM;
+
+/// The onboarding function: its own consumer of `v1.messages.upsert.*` on the realtime stream.
+pub const ONBOARDING: FunctionSpec = FunctionSpec {
+    kind: FunctionKind::Onboarding,
+    name: "onboarding",
+    bin: "wa-onboarding",
+    about: "Onboards the first incoming message of every new phone: onboarding_log row and contact, campaign attribution",
+    consumer_type: "onboarding",
+    durable: "wa_onboarding",
+    stream: REALTIME_STREAM,
+    scope: Scope::Kind(EventKind::MessageUpsert),
+    defaults: Defaults {
+        http_port: "8084",
+        max_deliver: Some("5"),
+        backoff_var: "BACKOFF",
+        backoff: "1s,2s,4s,8s",
+    },
+    metrics_prefix: "onboarding",
+};
 
 pub struct Onboarding {
     processor: Arc<Processor>,
@@ -259,15 +280,8 @@ pub fn merge_tags(existing: Option<&str>, new: Option<&str>) -> Option<String> {
 }
 
 impl Handler for Onboarding {
-    fn handle<'a>(
-        &'a self,
-        events: &'a [InboundEvent],
-    ) -> futures::future::LocalBoxFuture<'a, Result<Vec<Outcome>, Unavailable>> {
-        Box::pin(self.process(events))
-    }
-
-    fn max_deliver(&self) -> u32 {
-        self.processor.settings().max_deliver
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+        self.process(events).await
     }
 }
 
