@@ -489,8 +489,14 @@ impl FunctionHandler {
     pub fn new(kind: FunctionKind, processor: Arc<Processor>) -> Self {
         match kind {
             FunctionKind::Events => FunctionHandler::Events(processor),
-            FunctionKind::DlqRetry => FunctionHandler::DlqRetry(DlqRetry::new(processor)),
-            FunctionKind::Onboarding => FunctionHandler::Onboarding(Onboarding::new(processor)),
+            FunctionKind::DlqRetry => {
+                let (pool, settings) = (processor.pool().clone(), processor.settings().clone());
+                FunctionHandler::DlqRetry(DlqRetry::new(processor, pool, settings))
+            }
+            FunctionKind::Onboarding => FunctionHandler::Onboarding(Onboarding::new(
+                processor.pool().clone(),
+                processor.settings().clone(),
+            )),
         }
     }
 }
