@@ -8,12 +8,13 @@
 //! * [`chats`], [`chat_ensure`], [`unread`], [`messages`], [`contacts`], [`agents`]: per-table writes.
 //! * [`inbox`]: which stream messages already had their effects committed.
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
-//! * [`exhausted`]: dead letters kept for operators.
+//! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
 
 pub mod agents;
 pub mod chat_ensure;
 pub mod chats;
 pub mod contacts;
+pub mod counts;
 pub mod exhausted;
 pub mod inbox;
 pub mod messages;
@@ -25,7 +26,19 @@ pub mod unread;
 pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};
 pub use tenant_tx::TenantTx;
 
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
+
+use crate::config::DbSettings;
+
+/// Connects a pool of `db.pool_size` connections now (an unreachable database is an error
+/// here, not at the first query).
+pub async fn connect(db: &DbSettings) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(db.pool_size)
+        .connect(&db.url)
+        .await
+}
 
 /// Whether Postgres answers a trivial query.
 pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
