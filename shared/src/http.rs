@@ -42,8 +42,7 @@ impl Readiness {
         let Some(pool) = &self.pool else {
             return Ok(());
         };
-        let probe = sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(pool);
-        match tokio::time::timeout(Duration::from_secs(2), probe).await {
+        match tokio::time::timeout(Duration::from_secs(2), crate::store::ping(pool)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => Err(format!("Postgres: {e}")),
             Err(_) => Err("Postgres: no answer within 2s".into()),

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::metrics::Emf;
 use crate::model::ErrorType;
-use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome, Processor};
+use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome};
 use crate::settings::{DbSettings, Settings};
 use crate::startup::{lazy_pool, StartupError};
 
@@ -191,8 +191,11 @@ pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupE
         pool_size: settings.db.pool_size.clamp(1, 2),
         ..settings.db.clone()
     })?;
-    let processor = Arc::new(Processor::new(pool, settings.processor.clone()));
-    let handler = Arc::new(FunctionHandler::new(spec.kind, processor));
+    let handler = Arc::new(FunctionHandler::new(
+        spec.kind,
+        pool,
+        settings.processor.clone(),
+    ));
     let emf = Emf {
         namespace: settings.metrics.namespace().to_owned(),
         prefix: spec.metrics_prefix.to_owned(),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::Context;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
@@ -16,7 +15,7 @@ use tracing::{error, info, warn};
 use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::http::{self, Readiness};
 use crate::metrics::{install_prometheus, CloudWatchSink, EventMetrics};
-use crate::pipeline::{Handler, Processor};
+use crate::pipeline::Handler;
 use crate::settings::{DbSettings, MetricsSink, Settings};
 use crate::store::inbox;
 use crate::transport::nats::NatsSettings;
@@ -75,11 +74,7 @@ pub fn exit(bin: &str, result: Result<(), StartupError>) -> ExitCode {
 /// A Postgres pool that connects on demand (an unreachable database holds batches, it does
 /// not stop the process).
 pub fn lazy_pool(db: &DbSettings) -> Result<PgPool, StartupError> {
-    PgPoolOptions::new()
-        .max_connections(db.pool_size)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(db.url.expose())
-        .map_err(StartupError::Database)
+    crate::store::connect_lazy(db).map_err(StartupError::Database)
 }
 
 /// A process that has started: signals watched, `/health` served, NATS connected.
@@ -191,7 +186,6 @@ pub async fn run_standalone(
         return Ok(());
     };
     tokio::spawn(prune_inboxes(pool.clone(), settings.inbox_retention));
-    let processor = Arc::new(Processor::new(pool, settings.processor.clone()));
     let mut metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
     if let MetricsSink::CloudWatch {
         namespace,
@@ -206,7 +200,11 @@ pub async fn run_standalone(
     let binding = Binding {
         spec,
         settings: settings.clone(),
-        handler: Arc::new(FunctionHandler::new(spec.kind, processor)),
+        handler: Arc::new(FunctionHandler::new(
+            spec.kind,
+            pool,
+            settings.processor.clone(),
+        )),
         metrics,
         runners: 1,
     };

@@ -5,12 +5,15 @@ mod table;
 
 use std::process::ExitCode;
 
+use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use sqlx::PgPool;
-use wa_shared::model::{quote_ident, TenantId};
+use wa_shared::model::{InvalidTenant, TenantId};
 use wa_shared::settings::vars::{DbVars, NatsVars};
-use wa_shared::store::exhausted::{self, Exhausted, Filter};
+use wa_shared::settings::DbSettings;
+use wa_shared::store::counts::table_counts;
+use wa_shared::store::exhausted::{self, Exhausted, Filter, Home};
 use wa_shared::store::schema::{self, tenant_schemas};
 use wa_shared::store::SYSTEM_SCHEMA;
 use wa_shared::transport::nats::NatsSettings;
@@ -114,31 +117,50 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("wa-admin: {e}");
+            eprintln!("wa-admin: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn schema_of(scope: &Scope) -> Result<String, String> {
+/// Why `--tenant` / `--system` do not name one schema.
+#[derive(Debug, thiserror::Error)]
+enum ScopeError {
+    #[error(transparent)]
+    Tenant(#[from] InvalidTenant),
+    #[error("name a tenant with --tenant, or --system")]
+    Unnamed,
+}
+
+/// The one schema a scope names; `Ok(None)` when it names none (meaning every schema).
+fn home_of(scope: &Scope) -> Result<Option<Home>, ScopeError> {
     match (&scope.tenant, scope.system) {
-        (Some(t), _) => Ok(TenantId::parse(t).map_err(|e| e.to_string())?.schema_name()),
-        (None, true) => Ok(SYSTEM_SCHEMA.to_owned()),
-        (None, false) => Err("name a tenant with --tenant, or --system".into()),
+        (Some(t), _) => Ok(Some(Home::Tenant(TenantId::parse(t)?))),
+        (None, true) => Ok(Some(Home::System)),
+        (None, false) => Ok(None),
     }
 }
 
+/// The schema a command that works on one schema uses.
+fn schema_of(scope: &Scope) -> Result<String, ScopeError> {
+    home_of(scope)?
+        .map(|h| h.schema_name())
+        .ok_or(ScopeError::Unnamed)
+}
+
 /// Schemas that hold an `exhausted_events` table.
-async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> Result<Vec<String>, String> {
-    if scope.tenant.is_some() || scope.system {
-        return Ok(vec![schema_of(scope)?]);
+async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> anyhow::Result<Vec<String>> {
+    if let Some(home) = home_of(scope)? {
+        return Ok(vec![home.schema_name()]);
     }
-    let mut all = tenant_schemas(pool).await.map_err(|e| e.to_string())?;
+    let mut all = tenant_schemas(pool)
+        .await
+        .context("listing tenant schemas")?;
     all.push(SYSTEM_SCHEMA.to_owned());
     let mut out = Vec::new();
     let latest = schema::latest_version();
     for s in all {
-        match schema::applied_version(pool, &s).await.map_err(|e| e.to_string())? {
+        match schema::applied_version(pool, &s).await.with_context(|| format!("{s}: schema version"))? {
             0 => {}
             v if v < latest => eprintln!("wa-admin: {s} is at schema version {v} of {latest}; skipped (run `wa-admin migrate`)"),
             _ => out.push(s),
@@ -147,12 +169,14 @@ async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> Result<Vec<String>, 
     Ok(out)
 }
 
-async fn run(cli: Cli) -> Result<(), String> {
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(2)
-        .connect(cli.db.url().expose())
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let db = DbSettings {
+        url: cli.db.url().clone(),
+        pool_size: 2,
+    };
+    let pool = wa_shared::store::connect(&db)
         .await
-        .map_err(|e| format!("DATABASE_URL: {e}"))?;
+        .context("DATABASE_URL")?;
     match cli.command {
         Command::Tenants => tenants(&pool, cli.json).await,
         Command::Migrate { tenants } => migrate(&pool, tenants).await,
@@ -160,31 +184,25 @@ async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
-async fn tenants(pool: &PgPool, json: bool) -> Result<(), String> {
+async fn tenants(pool: &PgPool, json: bool) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for s in tenant_schemas(pool).await.map_err(|e| e.to_string())? {
+    for s in tenant_schemas(pool)
+        .await
+        .context("listing tenant schemas")?
+    {
         if schema::applied_version(pool, &s)
             .await
-            .map_err(|e| e.to_string())?
+            .with_context(|| format!("{s}: schema version"))?
             == 0
         {
             continue;
         }
-        let q = quote_ident(&s);
-        let sql = format!(
-            "SELECT (SELECT count(*) FROM {q}.chats), (SELECT count(*) FROM {q}.messages),
-                    (SELECT count(*) FROM {q}.contacts), (SELECT count(*) FROM {q}.agents),
-                    (SELECT count(*) FROM {q}.exhausted_events WHERE NOT resolved)"
-        );
-        let (chats, messages, contacts, agents, open): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(&sql)
-                .fetch_one(pool)
-                .await
-                .map_err(|e| e.to_string())?;
-        rows.push(serde_json::json!({
-            "schema": s, "chats": chats, "messages": messages, "contacts": contacts,
-            "agents": agents, "unresolved_exhausted": open,
-        }));
+        let counts = table_counts(pool, &s)
+            .await
+            .with_context(|| format!("{s}: counting rows"))?;
+        let mut row = serde_json::to_value(counts)?;
+        row["schema"] = serde_json::Value::String(s);
+        rows.push(row);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
@@ -204,23 +222,19 @@ async fn tenants(pool: &PgPool, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-async fn migrate(pool: &PgPool, tenants: Vec<String>) -> Result<(), String> {
+async fn migrate(pool: &PgPool, tenants: Vec<String>) -> anyhow::Result<()> {
     let schemas = if tenants.is_empty() {
-        tenant_schemas(pool).await.map_err(|e| e.to_string())?
+        tenant_schemas(pool)
+            .await
+            .context("listing tenant schemas")?
     } else {
         tenants
             .iter()
-            .map(|t| {
-                TenantId::parse(t)
-                    .map(|t| t.schema_name())
-                    .map_err(|e| e.to_string())
-            })
+            .map(|t| TenantId::parse(t).map(|t| t.schema_name()))
             .collect::<Result<_, _>>()?
     };
     for (i, s) in schemas.iter().enumerate() {
-        schema::migrate(pool, s)
-            .await
-            .map_err(|e| format!("{s}: {e}"))?;
+        schema::migrate(pool, s).await.with_context(|| s.clone())?;
         eprintln!(
             "[{}/{}] {s} at version {}",
             i + 1,
@@ -236,7 +250,7 @@ async fn exhausted_command(
     nats: NatsVars,
     cmd: ExhaustedCommand,
     json: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     match cmd {
         ExhaustedCommand::List {
             scope,
@@ -258,7 +272,7 @@ async fn exhausted_command(
             for s in exhausted_schemas(pool, &scope).await? {
                 for e in exhausted::list(pool, &s, &filter)
                     .await
-                    .map_err(|e| format!("{s}: {e}"))?
+                    .with_context(|| s.clone())?
                 {
                     rows.push((s.clone(), e));
                 }
@@ -275,10 +289,10 @@ async fn exhausted_command(
             };
             let found = exhausted::list(pool, &s, &filter)
                 .await
-                .map_err(|e| e.to_string())?;
+                .with_context(|| s.clone())?;
             let e = found
                 .first()
-                .ok_or_else(|| format!("no exhausted event {id} in {s}"))?;
+                .ok_or_else(|| anyhow!("no exhausted event {id} in {s}"))?;
             let v = serde_json::to_value(e).expect("json");
             if json {
                 println!("{}", serde_json::to_string_pretty(&v).expect("json"));
@@ -317,14 +331,14 @@ async fn exhausted_command(
             };
             let events = exhausted::list(pool, &s, &filter)
                 .await
-                .map_err(|e| e.to_string())?;
+                .with_context(|| s.clone())?;
             replay(pool, nats, &s, events, force, json).await
         }
         ExhaustedCommand::Resolve { ids, scope, note } => {
             let s = schema_of(&scope)?;
             let n = exhausted::resolve(pool, &s, &ids, note.as_deref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .with_context(|| s.clone())?;
             if json {
                 println!("{}", serde_json::json!({"resolved": n}));
             } else {
@@ -342,12 +356,13 @@ async fn replay(
     events: Vec<Exhausted>,
     force: bool,
     json: bool,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let nats = NatsSettings::new(nats, "wa-admin");
     let client = nats
         .connect()
         .await
-        .map_err(|e| format!("NATS_URL {}: {e}", nats.url.redacted()))?;
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("NATS_URL {}", nats.url.redacted()))?;
     let js = async_nats::jetstream::new(client);
     let total = events.len();
     let mut report = Vec::new();
@@ -359,7 +374,7 @@ async fn replay(
                 e.source_subject.as_deref(),
                 exhausted::original_bytes(pool, schema, e.id)
                     .await
-                    .map_err(|e| e.to_string())?,
+                    .with_context(|| format!("reading event {}", e.id))?,
             ) {
                 (Some(subject), Some(bytes)) => {
                     let mut headers = async_nats::HeaderMap::new();
@@ -372,12 +387,12 @@ async fn replay(
                     headers.insert(async_nats::header::NATS_MESSAGE_ID, msg_id.as_str());
                     js.publish_with_headers(subject.to_owned(), headers, bytes.into())
                         .await
-                        .map_err(|err| format!("publishing event {}: {err}", e.id))?
+                        .with_context(|| format!("publishing event {}", e.id))?
                         .await
-                        .map_err(|err| format!("event {} on {subject}: not stored: {err}", e.id))?;
+                        .with_context(|| format!("event {} on {subject}: not stored", e.id))?;
                     exhausted::mark_replayed(pool, schema, e.id)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .with_context(|| format!("marking event {} replayed", e.id))?;
                     format!("replayed to {subject}")
                 }
                 _ => "skipped: no source subject or payload".to_owned(),

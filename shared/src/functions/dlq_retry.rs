@@ -5,14 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::DateTime;
+use sqlx::PgPool;
 use tracing::{error, info};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
 use crate::pipeline::failure::{classify, DbFailure};
-use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome, Processor, Unavailable};
-use crate::store::exhausted::{self, NewExhausted};
-use crate::store::SYSTEM_SCHEMA;
+use crate::pipeline::{
+    DeadLetter, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, RetryPolicy,
+    Unavailable,
+};
+use crate::store::exhausted::{self, Home, NewExhausted};
+use crate::store::{SchemaError, Schemas};
 use crate::transport::streams::DLQ_STREAM;
 
 /// The dlq-retry function: consumes `dlq_stream` with its own, slower backoff.
@@ -34,31 +38,30 @@ pub const DLQ_RETRY: FunctionSpec = FunctionSpec {
     metrics_prefix: "dlq",
 };
 
-/// The dlq-retry handler. Its processor carries dlq-retry's own `max_deliver` and backoff.
+/// The dlq-retry handler: re-runs events through the core, records the rest in the store.
+/// Its settings carry dlq-retry's own `max_deliver` and backoff.
 pub struct DlqRetry {
-    processor: Arc<Processor>,
-}
-
-/// Where an exhausted event is recorded.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-enum Home {
-    Tenant(TenantId),
-    /// `wa_system`: invalid or refused tenants, and envelopes that cannot be read.
-    System,
+    /// Runs re-tried events (only its `process_batch`).
+    core: Arc<Processor>,
+    pool: PgPool,
+    schemas: Schemas,
+    settings: ProcessorSettings,
+    retry: RetryPolicy,
 }
 
 /// What happens to one DLQ message.
-enum Plan {
+enum Disposition {
     /// Run the original event through the core again.
     Rerun {
         envelope: DeadLetterEnvelope,
         event: InboundEvent,
     },
     /// Record it as exhausted now.
-    Exhaust(Record),
+    Exhaust(ExhaustedRow),
 }
 
-struct Record {
+/// An exhausted event to record, before it is bound to its DLQ message.
+struct ExhaustedRow {
     home: Home,
     company: String,
     source_subject: String,
@@ -72,7 +75,7 @@ struct Record {
     item_index: Option<i32>,
 }
 
-impl Record {
+impl ExhaustedRow {
     /// The row for a dead letter whose envelope could be read.
     fn of(
         home: Home,
@@ -83,7 +86,7 @@ impl Record {
         attempts: u32,
         item_index: Option<usize>,
     ) -> Self {
-        Record {
+        ExhaustedRow {
             home,
             company: envelope.company.clone(),
             source_subject: envelope.source_subject.clone(),
@@ -107,16 +110,23 @@ impl Record {
 }
 
 impl DlqRetry {
-    pub fn new(processor: Arc<Processor>) -> Self {
-        DlqRetry { processor }
+    /// `core` re-runs events; `pool` and `settings` (dlq-retry's own) are for recording.
+    pub fn new(core: Arc<Processor>, pool: PgPool, settings: ProcessorSettings) -> Self {
+        DlqRetry {
+            core,
+            schemas: Schemas::new(pool.clone(), settings.auto_migrate),
+            retry: settings.retry_policy(),
+            pool,
+            settings,
+        }
     }
 
-    fn plan(&self, dlq: &InboundEvent) -> Plan {
+    fn disposition(&self, dlq: &InboundEvent) -> Disposition {
         let token = Subject::last_token(&dlq.subject);
         let envelope = match serde_json::from_slice::<DeadLetterEnvelope>(&dlq.payload) {
             Ok(e) => e,
             Err(e) => {
-                return Plan::Exhaust(Record {
+                return Disposition::Exhaust(ExhaustedRow {
                     home: Home::System,
                     company: token.to_owned(),
                     source_subject: dlq.subject.clone(),
@@ -133,7 +143,7 @@ impl DlqRetry {
         };
         let original = envelope.original_bytes();
         let record = |home: Home, error_type: &str, error: String| {
-            Record::of(
+            ExhaustedRow::of(
                 home,
                 &envelope,
                 dlq,
@@ -147,7 +157,7 @@ impl DlqRetry {
         let tenant = match TenantId::parse(token) {
             Ok(t) => t,
             Err(_) => {
-                return Plan::Exhaust(record(
+                return Disposition::Exhaust(record(
                     Home::System,
                     envelope.error_type.as_str(),
                     envelope.error.clone(),
@@ -162,11 +172,11 @@ impl DlqRetry {
                 "dead letter on {} names company {:?} and subject {:?}",
                 dlq.subject, envelope.company, envelope.source_subject
             );
-            return Plan::Exhaust(record(Home::System, ErrorType::Tenant.as_str(), why));
+            return Disposition::Exhaust(record(Home::System, ErrorType::Tenant.as_str(), why));
         }
-        if let Some(allow) = &self.processor.settings().allowlist {
+        if let Some(allow) = &self.settings.allowlist {
             if !allow.contains(tenant.as_str()) {
-                return Plan::Exhaust(record(
+                return Disposition::Exhaust(record(
                     Home::System,
                     envelope.error_type.as_str(),
                     envelope.error.clone(),
@@ -178,7 +188,7 @@ impl DlqRetry {
             ErrorType::RetryExhausted | ErrorType::Internal
         );
         match (retryable, original) {
-            (true, Some(payload)) => Plan::Rerun {
+            (true, Some(payload)) => Disposition::Rerun {
                 event: InboundEvent {
                     subject: envelope.source_subject.clone(),
                     payload: payload.into(),
@@ -192,7 +202,7 @@ impl DlqRetry {
                 envelope,
             },
             // Permanent errors are not retried again.
-            _ => Plan::Exhaust(record(
+            _ => Disposition::Exhaust(record(
                 Home::Tenant(tenant),
                 envelope.error_type.as_str(),
                 envelope.error.clone(),
@@ -200,26 +210,110 @@ impl DlqRetry {
         }
     }
 
-    async fn process(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+    /// Commits the exhausted rows, one transaction per schema; only then are their DLQ
+    /// messages acknowledged.
+    async fn record(
+        &self,
+        events: &[InboundEvent],
+        records: Vec<(usize, ExhaustedRow)>,
+        outcomes: &mut [Option<Outcome>],
+    ) -> Result<(), Unavailable> {
+        let mut by_home: BTreeMap<Home, Vec<(usize, ExhaustedRow)>> = BTreeMap::new();
+        for (i, r) in records {
+            by_home.entry(r.home.clone()).or_default().push((i, r));
+        }
+        for (home, rows) in by_home {
+            let schema = home.schema_name();
+            match self.write(&home, events, &rows).await {
+                Ok(()) => {
+                    for (i, r) in &rows {
+                        error!(schema, subject = %r.source_subject, error_type = %r.error_type, error = %r.error, "event exhausted; recorded for operators");
+                        outcomes[*i] = Some(Outcome::Ack);
+                    }
+                }
+                Err(e) => match classify(&e) {
+                    DbFailure::Unavailable => return Err(Unavailable(e.to_string())),
+                    _ => {
+                        for (i, _) in &rows {
+                            outcomes[*i] = Some(self.retry.transient(
+                                &events[*i],
+                                &format!("recording exhausted event: {e}"),
+                            ));
+                            // Never give up on recording: retry on the last delivery too.
+                            if let Some(Outcome::DeadLetter(_)) = outcomes[*i] {
+                                outcomes[*i] = Some(Outcome::Retry {
+                                    delay: self.retry.backoff(events[*i].delivered),
+                                });
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        home: &Home,
+        events: &[InboundEvent],
+        rows: &[(usize, ExhaustedRow)],
+    ) -> Result<(), sqlx::Error> {
+        self.schemas
+            .ensure_schema(&home.schema_name())
+            .await
+            .map_err(|e| match e {
+                SchemaError::Db(e) => e,
+                other => sqlx::Error::Configuration(other.to_string().into()),
+            })?;
+        let rows: Vec<NewExhausted> = rows.iter().map(|(i, r)| r.bound_to(&events[*i])).collect();
+        exhausted::record_all(&self.pool, home, &rows, self.settings.lock_timeout).await
+    }
+}
+
+impl ExhaustedRow {
+    /// The row to store for the DLQ message `dlq`.
+    fn bound_to<'a>(&'a self, dlq: &'a InboundEvent) -> NewExhausted<'a> {
+        NewExhausted {
+            company_id: &self.company,
+            source_subject: &self.source_subject,
+            error_type: &self.error_type,
+            last_error: &self.error,
+            retry_count: self.retry_count,
+            event_timestamp: self.ts.and_then(|t| DateTime::from_timestamp(t, 0)),
+            dlq_payload: self.envelope.as_deref(),
+            original_payload: self.original_json.as_deref(),
+            original_payload_raw: self.original_raw.as_deref(),
+            dlq_stream: &dlq.stream,
+            dlq_sequence: dlq.stream_sequence as i64,
+            item_index: self.item_index,
+            dlq_message: &dlq.payload,
+        }
+    }
+}
+
+impl Handler for DlqRetry {
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
-        let mut records: Vec<(usize, Record)> = Vec::new();
+        let mut records: Vec<(usize, ExhaustedRow)> = Vec::new();
         let mut reruns: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            match self.plan(e) {
-                Plan::Rerun { envelope, event } => reruns.push((i, envelope, event)),
-                Plan::Exhaust(r) => records.push((i, r)),
+            match self.disposition(e) {
+                Disposition::Rerun { envelope, event } => reruns.push((i, envelope, event)),
+                Disposition::Exhaust(r) => records.push((i, r)),
             }
         }
         if !reruns.is_empty() {
             let batch: Vec<InboundEvent> = reruns.iter().map(|(_, _, e)| e.clone()).collect();
-            let results = self.processor.process_batch(&batch).await?;
+            let results = self.core.process_batch(&batch).await?;
             for ((i, envelope, _), outcome) in reruns.into_iter().zip(results) {
                 let dlq = &events[i];
                 let exhaust = |d: &DeadLetter| {
-                    let tenant = TenantId::parse(&envelope.company).expect("checked in plan");
+                    let tenant =
+                        TenantId::parse(&envelope.company).expect("checked in disposition");
                     let attempts = envelope.retry_count + dlq.delivered;
                     let item = envelope.item_index.or(d.item_index);
-                    Record::of(
+                    ExhaustedRow::of(
                         Home::Tenant(tenant),
                         &envelope,
                         dlq,
@@ -249,101 +343,5 @@ impl DlqRetry {
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::Ack))
             .collect())
-    }
-
-    /// Commits the exhausted rows, one transaction per schema; only then are their DLQ
-    /// messages acknowledged.
-    async fn record(
-        &self,
-        events: &[InboundEvent],
-        records: Vec<(usize, Record)>,
-        outcomes: &mut [Option<Outcome>],
-    ) -> Result<(), Unavailable> {
-        let mut by_home: BTreeMap<Home, Vec<(usize, Record)>> = BTreeMap::new();
-        for (i, r) in records {
-            by_home.entry(r.home.clone()).or_default().push((i, r));
-        }
-        for (home, rows) in by_home {
-            let schema = match &home {
-                Home::Tenant(t) => t.schema_name(),
-                Home::System => SYSTEM_SCHEMA.to_owned(),
-            };
-            match self.write(&schema, events, &rows).await {
-                Ok(()) => {
-                    for (i, r) in &rows {
-                        error!(schema, subject = %r.source_subject, error_type = %r.error_type, error = %r.error, "event exhausted; recorded for operators");
-                        outcomes[*i] = Some(Outcome::Ack);
-                    }
-                }
-                Err(e) => match classify(&e) {
-                    DbFailure::Unavailable => return Err(Unavailable(e.to_string())),
-                    _ => {
-                        for (i, _) in &rows {
-                            outcomes[*i] = Some(self.processor.transient(
-                                &events[*i],
-                                &format!("recording exhausted event: {e}"),
-                            ));
-                            // Never give up on recording: retry on the last delivery too.
-                            if let Some(Outcome::DeadLetter(_)) = outcomes[*i] {
-                                outcomes[*i] = Some(Outcome::Retry {
-                                    delay: self.processor.backoff(events[*i].delivered),
-                                });
-                            }
-                        }
-                    }
-                },
-            }
-        }
-        Ok(())
-    }
-
-    async fn write(
-        &self,
-        schema: &str,
-        events: &[InboundEvent],
-        rows: &[(usize, Record)],
-    ) -> Result<(), sqlx::Error> {
-        self.processor
-            .schemas()
-            .ensure_schema(schema)
-            .await
-            .map_err(|e| match e {
-                crate::store::SchemaError::Db(e) => e,
-                other => sqlx::Error::Configuration(other.to_string().into()),
-            })?;
-        let mut tx = self.processor.pool().begin().await?;
-        sqlx::query("SELECT set_config('lock_timeout', $1, true)")
-            .bind(format!(
-                "{}ms",
-                self.processor.settings().lock_timeout.as_millis().max(1)
-            ))
-            .execute(&mut *tx)
-            .await?;
-        for (i, r) in rows {
-            let dlq = &events[*i];
-            let row = NewExhausted {
-                company_id: &r.company,
-                source_subject: &r.source_subject,
-                error_type: &r.error_type,
-                last_error: &r.error,
-                retry_count: r.retry_count,
-                event_timestamp: r.ts.and_then(|t| DateTime::from_timestamp(t, 0)),
-                dlq_payload: r.envelope.as_deref(),
-                original_payload: r.original_json.as_deref(),
-                original_payload_raw: r.original_raw.as_deref(),
-                dlq_stream: &dlq.stream,
-                dlq_sequence: dlq.stream_sequence as i64,
-                item_index: r.item_index,
-                dlq_message: &dlq.payload,
-            };
-            exhausted::record(&mut tx, schema, &row).await?;
-        }
-        tx.commit().await
-    }
-}
-
-impl Handler for DlqRetry {
-    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
-        self.process(events).await
     }
 }

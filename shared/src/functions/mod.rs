@@ -13,7 +13,9 @@ use std::sync::Arc;
 use clap::CommandFactory;
 
 use crate::model::{EventKind, Subject, TenantId};
-use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, Unavailable};
+use sqlx::PgPool;
+
+use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, ProcessorSettings, Unavailable};
 use crate::settings::vars::FunctionVars;
 use crate::settings::Settings;
 use crate::transport::streams::ConsumerSpec;
@@ -148,11 +150,19 @@ pub enum FunctionHandler {
 }
 
 impl FunctionHandler {
-    pub fn new(kind: FunctionKind, processor: Arc<Processor>) -> Self {
+    /// The handler of a `kind` function writing through `pool`.
+    pub fn new(kind: FunctionKind, pool: PgPool, settings: ProcessorSettings) -> Self {
         match kind {
-            FunctionKind::Events => FunctionHandler::Events(processor),
-            FunctionKind::DlqRetry => FunctionHandler::DlqRetry(DlqRetry::new(processor)),
-            FunctionKind::Onboarding => FunctionHandler::Onboarding(Onboarding::new(processor)),
+            FunctionKind::Events => {
+                FunctionHandler::Events(Arc::new(Processor::new(pool, settings)))
+            }
+            FunctionKind::DlqRetry => {
+                let core = Arc::new(Processor::new(pool.clone(), settings.clone()));
+                FunctionHandler::DlqRetry(DlqRetry::new(core, pool, settings))
+            }
+            FunctionKind::Onboarding => {
+                FunctionHandler::Onboarding(Onboarding::new(pool, settings))
+            }
         }
     }
 }

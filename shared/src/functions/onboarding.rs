@@ -5,16 +5,18 @@
 //! and concurrent instances are safe without an inbox.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
-use sqlx::{PgConnection, Postgres};
+use sqlx::PgPool;
 use tracing::{debug, info, warn};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
-use crate::model::{decode, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
+use crate::model::{decode, Campaign, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
 use crate::pipeline::failure::{classify, DbFailure};
-use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, Unavailable};
-use crate::store::tenant_tx;
+use crate::pipeline::{
+    Handler, InboundEvent, Outcome, ProcessorSettings, RetryPolicy, Unavailable,
+};
+use crate::store::onboarding::{self as store, CampaignUpdate, NewOnboarding};
+use crate::store::{tenant_tx, SchemaError, Schemas, TenantTx};
 use crate::transport::streams::REALTIME_STREAM;
 
 /// The onboarding function: its own consumer of `v1.messages.upsert.*` on the realtime stream.
@@ -36,8 +38,13 @@ pub const ONBOARDING: FunctionSpec = FunctionSpec {
     metrics_prefix: "onboarding",
 };
 
+/// The onboarding handler: its own schemas, settings (allowlist, payload limit, lock timeout)
+/// and retry policy.
 pub struct Onboarding {
-    processor: Arc<Processor>,
+    pool: PgPool,
+    schemas: Schemas,
+    settings: ProcessorSettings,
+    retry: RetryPolicy,
 }
 
 /// An incoming message from a person, with the phone it comes from.
@@ -68,14 +75,104 @@ fn candidate_phone(m: &MessagePayload<'_>) -> Option<String> {
 }
 
 impl Onboarding {
-    pub fn new(processor: Arc<Processor>) -> Self {
-        Onboarding { processor }
+    pub fn new(pool: PgPool, settings: ProcessorSettings) -> Self {
+        Onboarding {
+            schemas: Schemas::new(pool.clone(), settings.auto_migrate),
+            retry: settings.retry_policy(),
+            pool,
+            settings,
+        }
     }
 
-    async fn process(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+    async fn write(
+        &self,
+        tenant: &TenantId,
+        candidates: &[Candidate<'_>],
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = tenant_tx::begin(&self.pool, tenant, self.settings.lock_timeout).await?;
+        let phones: Vec<&str> = candidates.iter().map(|c| c.phone.as_str()).collect();
+        let known = store::known_phones(&mut tx, &phones).await?;
+        let mut onboarded: HashSet<&str> = HashSet::new();
+        for c in candidates {
+            if !known.contains(&c.phone) && !onboarded.contains(c.phone.as_str()) {
+                if onboard(&mut tx, c).await? {
+                    info!(tenant = %tenant, message_id = %c.message.message_id, "new contact onboarded");
+                }
+                onboarded.insert(&c.phone);
+            } else if let Some(k) = campaign(&c.message) {
+                merge_campaign(&mut tx, &c.phone, k).await?;
+            }
+        }
+        tx.commit().await
+    }
+}
+
+/// The message's campaign attribution, unless it says it is not a campaign.
+fn campaign<'m>(m: &'m MessagePayload<'_>) -> Option<&'m Campaign<'m>> {
+    m.campaign.as_ref().filter(|k| k.is_campaign != Some(false))
+}
+
+/// Logs the phone's onboarding and creates its contact, tagged `Onboarded` (and with the
+/// campaign's attribution); returns whether this call onboarded the phone.
+async fn onboard(tx: &mut TenantTx, c: &Candidate<'_>) -> Result<bool, sqlx::Error> {
+    let m = &c.message;
+    let campaign = campaign(m);
+    let tags = merge_tags(Some("Onboarded"), campaign.and_then(|k| k.tags.as_deref()));
+    let row = NewOnboarding {
+        message_id: &m.message_id,
+        agent_id: m.agent_id.as_deref().unwrap_or_default(),
+        phone: &c.phone,
+        message_timestamp: m.message_timestamp,
+        meta: &c.meta,
+        origin: campaign
+            .and_then(|k| k.origin.as_deref())
+            .filter(|o| !o.is_empty())
+            .unwrap_or("DirectChat"),
+        tags: tags.as_deref(),
+        assigned_to: campaign
+            .and_then(|k| k.assigned_to.as_deref())
+            .filter(|a| !a.is_empty()),
+    };
+    store::onboard(tx, &row).await
+}
+
+/// Campaign attribution on existing contacts of this phone: tags merged (existing order, new
+/// ones appended, no duplicates), a non-empty `assigned_to` replaces, `origin` fills a blank.
+async fn merge_campaign(
+    tx: &mut TenantTx,
+    phone: &str,
+    k: &Campaign<'_>,
+) -> Result<(), sqlx::Error> {
+    for (id, tags) in store::contact_tags(tx, phone).await? {
+        let tags = merge_tags(tags.as_deref(), k.tags.as_deref());
+        let update = CampaignUpdate {
+            tags: tags.as_deref(),
+            assigned_to: k.assigned_to.as_deref(),
+            origin: k.origin.as_deref(),
+        };
+        store::update_campaign(tx, &id, &update).await?;
+    }
+    Ok(())
+}
+
+/// Comma lists merged: existing order kept, new tags appended, duplicates and blanks dropped.
+pub fn merge_tags(existing: Option<&str>, new: Option<&str>) -> Option<String> {
+    let mut seen = HashSet::new();
+    let merged: Vec<&str> = existing
+        .into_iter()
+        .chain(new)
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && seen.insert(*t))
+        .collect();
+    (!merged.is_empty()).then(|| merged.join(","))
+}
+
+impl Handler for Onboarding {
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
         let mut outcomes = vec![Outcome::Ack; events.len()];
         let mut groups: HashMap<TenantId, Vec<Candidate>> = HashMap::new();
-        let settings = self.processor.settings();
+        let settings = &self.settings;
         for (idx, e) in events.iter().enumerate() {
             // Invalid events are the realtime function's to dead-letter; nothing to onboard.
             let Ok(subject) = Subject::parse(&e.subject) else {
@@ -111,15 +208,15 @@ impl Onboarding {
             }
         }
         for (tenant, candidates) in groups {
-            if let Err(e) = self.processor.schemas().ensure(&tenant).await {
+            if let Err(e) = self.schemas.ensure(&tenant).await {
                 let reason = e.to_string();
-                if let crate::store::SchemaError::Db(db) = &e {
+                if let SchemaError::Db(db) = &e {
                     if classify(db) == DbFailure::Unavailable {
                         return Err(Unavailable(reason));
                     }
                 }
                 for c in &candidates {
-                    outcomes[c.idx] = self.processor.transient(&events[c.idx], &reason);
+                    outcomes[c.idx] = self.retry.transient(&events[c.idx], &reason);
                 }
                 continue;
             }
@@ -129,159 +226,13 @@ impl Onboarding {
                     _ => {
                         warn!(tenant = %tenant, error = %e, "onboarding write failed");
                         for c in &candidates {
-                            outcomes[c.idx] =
-                                self.processor.transient(&events[c.idx], &e.to_string());
+                            outcomes[c.idx] = self.retry.transient(&events[c.idx], &e.to_string());
                         }
                     }
                 }
             }
         }
         Ok(outcomes)
-    }
-
-    async fn write(
-        &self,
-        tenant: &TenantId,
-        candidates: &[Candidate<'_>],
-    ) -> Result<(), sqlx::Error> {
-        let mut tx = tenant_tx::begin(
-            self.processor.pool(),
-            tenant,
-            self.processor.settings().lock_timeout,
-        )
-        .await?;
-        let phones: Vec<&str> = candidates.iter().map(|c| c.phone.as_str()).collect();
-        let known: HashSet<String> = sqlx::query_scalar::<Postgres, String>(
-            "SELECT phone_number FROM contacts WHERE phone_number = ANY($1)
-             UNION SELECT phone_number FROM onboarding_log WHERE phone_number = ANY($1)",
-        )
-        .bind(&phones)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .collect();
-        let mut onboarded: HashSet<&str> = HashSet::new();
-        for c in candidates {
-            let campaign = c
-                .message
-                .campaign
-                .as_ref()
-                .filter(|k| k.is_campaign != Some(false));
-            if !known.contains(&c.phone) && !onboarded.contains(c.phone.as_str()) {
-                if onboard(&mut tx, tenant, c).await? {
-                    info!(tenant = %tenant, message_id = %c.message.message_id, "new contact onboarded");
-                }
-                onboarded.insert(&c.phone);
-            } else if let Some(k) = campaign {
-                merge_campaign(&mut tx, &c.phone, k).await?;
-            }
-        }
-        tx.commit().await
-    }
-}
-
-/// Inserts the log row and the contact; returns whether this call onboarded the phone.
-async fn onboard(
-    conn: &mut PgConnection,
-    tenant: &TenantId,
-    c: &Candidate<'_>,
-) -> Result<bool, sqlx::Error> {
-    let m = &c.message;
-    let agent = m.agent_id.as_deref().unwrap_or_default();
-    let logged = sqlx::query::<Postgres>(
-        "INSERT INTO onboarding_log (message_id, agent_id, company_id, phone_number, \"timestamp\", last_metadata)
-         VALUES ($1, $2, $3, $4, $5, $6::jsonb) ON CONFLICT (phone_number) DO NOTHING",
-    )
-    .bind(m.message_id.as_str())
-    .bind(agent)
-    .bind(tenant.as_str())
-    .bind(&c.phone)
-    .bind(m.message_timestamp)
-    .bind(&c.meta)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        == 1;
-    if !logged {
-        return Ok(false);
-    }
-    let campaign = m.campaign.as_ref().filter(|k| k.is_campaign != Some(false));
-    let tags = merge_tags(Some("Onboarded"), campaign.and_then(|k| k.tags.as_deref()));
-    let origin = campaign
-        .and_then(|k| k.origin.as_deref())
-        .filter(|o| !o.is_empty())
-        .unwrap_or("DirectChat");
-    let assigned = campaign
-        .and_then(|k| k.assigned_to.as_deref())
-        .filter(|a| !a.is_empty());
-    sqlx::query::<Postgres>(
-        "INSERT INTO contacts (id, phone_number, agent_id, chat_id, push_name, origin, tags, assigned_to,
-             status, first_message_id, first_message_timestamp, company_id, last_metadata)
-         VALUES (gen_random_uuid()::text, $1, $2, $2 || '_' || $1, NULL, $3, $4, $5, 'ACTIVE', $6, $7, $8, $9::jsonb)
-         ON CONFLICT (agent_id, phone_number) DO NOTHING",
-    )
-    .bind(&c.phone)
-    .bind(agent)
-    .bind(origin)
-    .bind(tags)
-    .bind(assigned)
-    .bind(m.message_id.as_str())
-    .bind(m.message_timestamp)
-    .bind(tenant.as_str())
-    .bind(&c.meta)
-    .execute(&mut *conn)
-    .await?;
-    Ok(true)
-}
-
-/// Campaign attribution on existing contacts of this phone: tags merged (existing order, new
-/// ones appended, no duplicates), a non-empty `assigned_to` replaces, `origin` fills a blank.
-async fn merge_campaign(
-    conn: &mut PgConnection,
-    phone: &str,
-    k: &crate::model::Campaign<'_>,
-) -> Result<(), sqlx::Error> {
-    let existing: Vec<(String, Option<String>)> =
-        sqlx::query_as::<Postgres, (String, Option<String>)>(
-            "SELECT id, tags FROM contacts WHERE phone_number = $1",
-        )
-        .bind(phone)
-        .fetch_all(&mut *conn)
-        .await?;
-    for (id, tags) in existing {
-        sqlx::query::<Postgres>(
-            "UPDATE contacts SET tags = $2,
-                 assigned_to = CASE WHEN COALESCE($3, '') <> '' THEN $3 ELSE assigned_to END,
-                 origin = CASE WHEN COALESCE(origin, '') = '' THEN COALESCE(NULLIF($4, ''), origin) ELSE origin END,
-                 updated_at = now()
-             WHERE id = $1",
-        )
-        .bind(&id)
-        .bind(merge_tags(tags.as_deref(), k.tags.as_deref()))
-        .bind(k.assigned_to.as_deref())
-        .bind(k.origin.as_deref())
-        .execute(&mut *conn)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Comma lists merged: existing order kept, new tags appended, duplicates and blanks dropped.
-pub fn merge_tags(existing: Option<&str>, new: Option<&str>) -> Option<String> {
-    let mut seen = HashSet::new();
-    let merged: Vec<&str> = existing
-        .into_iter()
-        .chain(new)
-        .flat_map(|s| s.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && seen.insert(*t))
-        .collect();
-    (!merged.is_empty()).then(|| merged.join(","))
-}
-
-impl Handler for Onboarding {
-    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
-        self.process(events).await
     }
 }
 

@@ -1,12 +1,21 @@
 //! The processing core: a batch of inbound events in, one outcome per event out.
+//!
+//! * [`process`]: the [`Processor`] and its settings; decoding and grouping by tenant.
+//! * [`tenant_write`]: one tenant's events in one transaction, refused events isolated.
+//! * [`plan`]: a tenant's events as rounds of set-based writes.
+//! * [`inbound`]: events in, outcomes out; [`retry`]: retry or dead-letter a transient failure.
+//! * [`failure`]: what a database error means for the events in it.
 
 pub mod failure;
 pub mod inbound;
 pub mod plan;
 pub mod process;
+pub mod retry;
+pub mod tenant_write;
 
 pub use inbound::{DeadLetter, InboundEvent, Outcome};
 pub use process::{Processor, ProcessorSettings, Unavailable};
+pub use retry::RetryPolicy;
 
 /// What a transport runs a batch through: the core itself, or a function built on it
 /// (dlq-retry, onboarding, the bridge's Lambda invoker). Returns one outcome per event, or

@@ -10,15 +10,16 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::PgConnection;
 
 use crate::model::{
     AgentPayload, ChatPayload, ContactPayload, HistoryItem, MessagePatch, MessagePayload, Payload,
 };
 use crate::store::agents::AgentRows;
-use crate::store::chats::{ChatEnsureRows, ChatRows};
+use crate::store::chat_ensure::ChatEnsureRows;
+use crate::store::chats::{ChatRows, UnreadCount};
 use crate::store::contacts::ContactRows;
 use crate::store::messages::{MessagePatchRows, MessageRows};
+use crate::store::TenantTx;
 
 use super::inbound::DeadLetter;
 
@@ -62,7 +63,8 @@ impl<'a> Decoded<'a> {
     pub fn units(&self) -> Box<dyn Iterator<Item = (Option<usize>, Unit<'_>)> + Send + '_> {
         match &self.payload {
             Payload::Chat { chat, delta } => {
-                Box::new(std::iter::once((None, Unit::Chat(chat, *delta))))
+                let unread = UnreadCount::from_delta(*delta);
+                Box::new(std::iter::once((None, Unit::Chat(chat, unread))))
             }
             Payload::Message(m) => Box::new(std::iter::once((None, Unit::Message(m)))),
             Payload::MessagePatch(p) => Box::new(std::iter::once((None, Unit::Patch(p)))),
@@ -71,7 +73,7 @@ impl<'a> Decoded<'a> {
             Payload::History(items) => {
                 Box::new(items.iter().enumerate().filter_map(|(i, item)| {
                     let unit = match item.as_ref().ok()? {
-                        HistoryItem::Chat(c) => Unit::Chat(c, false),
+                        HistoryItem::Chat(c) => Unit::Chat(c, UnreadCount::Absolute),
                         HistoryItem::Message(m) => Unit::Message(m),
                         HistoryItem::Contact(c) => Unit::Contact(c),
                     };
@@ -93,7 +95,7 @@ pub fn message_date(m: &MessagePayload<'_>, published_at: DateTime<Utc>) -> Naiv
 /// One write of an event.
 #[derive(Clone, Copy)]
 pub enum Unit<'a> {
-    Chat(&'a ChatPayload<'a>, bool),
+    Chat(&'a ChatPayload<'a>, UnreadCount),
     Message(&'a MessagePayload<'a>),
     Patch(&'a MessagePatch<'a>),
     Contact(&'a ContactPayload<'a>),
@@ -183,7 +185,7 @@ impl<'a> Plan<'a> {
                     rounds[r].patch_events.push((&p.message_id, event.idx));
                     continue;
                 }
-                (Unit::Chat(c, true), Some(Last::Delta(r, row)))
+                (Unit::Chat(c, UnreadCount::Delta), Some(Last::Delta(r, row)))
                     if rounds[r].chats.can_fold(row, c) =>
                 {
                     rounds[r].chats.fold(row, c, meta);
@@ -206,11 +208,11 @@ impl<'a> Plan<'a> {
             let round = &mut rounds[r];
             state.last = None;
             match unit {
-                Unit::Chat(c, delta) => {
-                    if delta {
+                Unit::Chat(c, unread) => {
+                    if unread == UnreadCount::Delta {
                         state.last = Some(Last::Delta(r, round.chats.len()));
                     }
-                    round.chats.push(c, delta, meta)
+                    round.chats.push(c, unread, meta)
                 }
                 Unit::Message(m) => {
                     round
@@ -236,21 +238,17 @@ impl<'a> Plan<'a> {
     }
 
     /// Executes the plan; returns the batch positions of patches whose message was not found.
-    pub async fn execute(
-        &self,
-        conn: &mut PgConnection,
-        company: &str,
-    ) -> Result<Vec<usize>, sqlx::Error> {
+    pub async fn execute(&self, tx: &mut TenantTx) -> Result<Vec<usize>, sqlx::Error> {
         let mut not_found = Vec::new();
         for (r, round) in self.rounds.iter().enumerate() {
-            round.chats.write(conn, company).await?;
+            round.chats.write(tx).await?;
             if r == 0 {
                 // Only fills what is missing, so once per batch is enough.
-                self.ensure.write(conn, company).await?;
+                self.ensure.write(tx).await?;
             }
-            round.messages.write(conn, company).await?;
+            round.messages.write(tx).await?;
             if !round.patches.is_empty() {
-                let found = round.patches.write(conn).await?;
+                let found = round.patches.write(tx).await?;
                 not_found.extend(
                     round
                         .patch_events
@@ -259,8 +257,8 @@ impl<'a> Plan<'a> {
                         .map(|&(_, idx)| idx),
                 );
             }
-            round.contacts.write(conn, company).await?;
-            round.agents.write(conn, company).await?;
+            round.contacts.write(tx).await?;
+            round.agents.write(tx).await?;
         }
         Ok(not_found)
     }

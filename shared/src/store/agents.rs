@@ -2,11 +2,11 @@
 //! agent's status is `QR`.
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 
 use crate::model::AgentPayload;
 
-use super::column;
+use super::{column, TenantTx};
 
 /// Agent upserts for one statement; each `agent_id` appears at most once.
 #[derive(Default)]
@@ -23,11 +23,12 @@ impl<'a> AgentRows<'a> {
         self.rows.push((a, published_at, meta));
     }
 
-    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
         let rows = &self.rows;
+        let (conn, company) = tx.parts();
         sqlx::query::<Postgres>(UPSERT_AGENTS)
             .bind(column(rows, |(a, ..)| a.agent_id.as_str()))
             .bind(column(rows, |(a, ..)| a.qr_code.as_deref()))

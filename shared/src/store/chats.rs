@@ -1,12 +1,34 @@
-//! Chat writes: upserts (absolute unread, timestamp-guarded), updates (unread deltas), and the
-//! "ensure the chat exists" side effect of messages — each as one set-based statement.
+//! Chat writes: upserts (absolute unread, timestamp-guarded) and updates (unread deltas), as
+//! one set-based statement.
 
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 
 use crate::model::fields::{chat_id_suffix, is_group_jid, is_placeholder_name, phone_from_jid};
 use crate::model::ChatPayload;
 
-use super::column;
+use super::unread::UnreadDelta;
+use super::{column, TenantTx};
+
+/// What a chat write's `unread_count` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadCount {
+    /// `chats.upsert`: the count itself, applied when the event is not older than the row.
+    Absolute,
+    /// `chats.update`: a change to the stored count (see [`UnreadDelta`]); the fields derived
+    /// from the chat id only fill a newly created row.
+    Delta,
+}
+
+impl UnreadCount {
+    /// `Delta` when `delta` (as payloads say it), else `Absolute`.
+    pub fn from_delta(delta: bool) -> Self {
+        if delta {
+            UnreadCount::Delta
+        } else {
+            UnreadCount::Absolute
+        }
+    }
+}
 
 /// Chat patches for one statement; each `chat_id` appears at most once.
 #[derive(Default)]
@@ -14,7 +36,7 @@ pub struct ChatRows<'a> {
     rows: Vec<ChatRow<'a>>,
 }
 
-/// One row of [`ChatRows`].
+/// One row of [`ChatRows`]; fields in the order of the statement's columns.
 struct ChatRow<'a> {
     chat_id: &'a str,
     jid: Option<&'a str>,
@@ -28,9 +50,9 @@ struct ChatRow<'a> {
     assigned_to: Option<&'a str>,
     is_group: Option<bool>,
     not_spam: Option<bool>,
-    /// Absolute count (upserts), or the function of the stored count (deltas).
+    /// Absolute count (upserts, in `add`), or the function of the stored count (deltas).
     unread: Option<UnreadDelta>,
-    delta: bool,
+    kind: UnreadCount,
     last_message: Option<&'a str>,
     /// The timestamp `last_message` is guarded by (its own event's).
     last_message_ts: Option<i64>,
@@ -50,14 +72,12 @@ impl<'a> ChatRows<'a> {
         self.rows.len()
     }
 
-    /// Adds a chat write. `delta` marks `chats.update`, whose unread count is a delta and
-    /// whose derived fields (phone from the chat id) only fill a newly created row.
-    pub fn push(&mut self, c: &'a ChatPayload<'a>, delta: bool, meta: &'a str) {
-        let v = Values::of(c, delta);
-        let unread = if delta {
-            c.unread_count.map(|d| UnreadDelta::IDENTITY.then(d))
-        } else {
-            c.unread_count.map(UnreadDelta::absolute)
+    /// Adds a chat write; `kind` says how its unread count applies (see [`UnreadCount`]).
+    pub fn push(&mut self, c: &'a ChatPayload<'a>, kind: UnreadCount, meta: &'a str) {
+        let v = Values::of(c, kind);
+        let unread = match kind {
+            UnreadCount::Delta => c.unread_count.map(|d| UnreadDelta::IDENTITY.then(d)),
+            UnreadCount::Absolute => c.unread_count.map(UnreadDelta::absolute),
         };
         self.rows.push(ChatRow {
             chat_id: &c.chat_id,
@@ -73,7 +93,7 @@ impl<'a> ChatRows<'a> {
             is_group: v.is_group,
             not_spam: c.not_spam,
             unread,
-            delta,
+            kind,
             last_message: c.last_message.map(|r| r.get()),
             last_message_ts: c.conversation_timestamp,
             conversation_timestamp: c.conversation_timestamp,
@@ -91,7 +111,7 @@ impl<'a> ChatRows<'a> {
     pub fn can_fold(&self, row: usize, c: &ChatPayload<'_>) -> bool {
         let r = &self.rows[row];
         let untouched = r.jid.is_none() && r.phone_number.is_none();
-        r.delta
+        r.kind == UnreadCount::Delta
             && (c.push_name.is_none() || (untouched && r.push_name.is_none()))
             && (c.group_name.is_none() || (untouched && r.group_name.is_none()))
     }
@@ -103,7 +123,7 @@ impl<'a> ChatRows<'a> {
     /// value sent (a newly created row keeps the derived values of the first update).
     pub fn fold(&mut self, row: usize, c: &'a ChatPayload<'a>, meta: &'a str) {
         debug_assert!(self.can_fold(row, c));
-        let v = Values::of(c, true);
+        let v = Values::of(c, UnreadCount::Delta);
         let r = &mut self.rows[row];
         set_if_some(&mut r.jid, v.jid);
         if let Some(name) = c.push_name.as_deref() {
@@ -141,11 +161,12 @@ impl<'a> ChatRows<'a> {
         r.meta = meta;
     }
 
-    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
         let rows = &self.rows;
+        let (conn, company) = tx.parts();
         sqlx::query::<Postgres>(UPSERT_CHATS)
             .bind(column(rows, |r| r.chat_id))
             .bind(column(rows, |r| r.jid))
@@ -160,22 +181,24 @@ impl<'a> ChatRows<'a> {
             .bind(column(rows, |r| r.is_group))
             .bind(column(rows, |r| r.not_spam))
             .bind(column(rows, |r| r.unread.map(|u| u.add)))
-            .bind(column(rows, |r| r.delta))
+            .bind(column(rows, |r| r.unread.is_some_and(|u| u.reset)))
+            .bind(column(rows, |r| r.unread.and_then(|u| u.floor)))
+            .bind(column(rows, |r| r.kind == UnreadCount::Delta))
             .bind(column(rows, |r| r.last_message))
+            .bind(column(rows, |r| r.last_message_ts))
             .bind(column(rows, |r| r.conversation_timestamp))
             .bind(column(rows, |r| r.insert_phone))
             .bind(column(rows, |r| r.insert_is_group))
             .bind(column(rows, |r| r.meta))
             .bind(company)
-            .bind(column(rows, |r| r.unread.is_some_and(|u| u.reset)))
-            .bind(column(rows, |r| r.unread.and_then(|u| u.floor)))
-            .bind(column(rows, |r| r.last_message_ts))
             .execute(conn)
             .await?;
         Ok(())
     }
 }
 
+/// Columns `$1`–`$22` are those of [`ChatRow`], in its order; `$23` is the company id.
+///
 /// Last message and absolute unread count are applied only when the event is not older
 /// than the stored conversation (0 or NULL stored = nothing known yet). A delta row's unread
 /// count becomes `reset ? unread : GREATEST(stored + unread, floor)` ([`UnreadDelta`]).
@@ -183,11 +206,11 @@ const UPSERT_CHATS: &str = r#"
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[],
                          $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[],
-                         $13::int4[], $14::bool[], $15::text[], $16::int8[], $17::text[], $18::bool[],
-                         $19::text[], $21::bool[], $22::int4[], $23::int8[])
+                         $13::int4[], $14::bool[], $15::int4[], $16::bool[], $17::text[], $18::int8[],
+                         $19::int8[], $20::text[], $21::bool[], $22::text[])
         AS u(chat_id, jid, push_name, push_ph, custom_name, group_name, group_ph, phone_number,
-             agent_id, assigned_to, is_group, not_spam, unread, delta, last_message, conv_ts,
-             ins_phone, ins_is_group, meta, reset, floor, lm_ts)
+             agent_id, assigned_to, is_group, not_spam, unread, reset, floor, delta, last_message,
+             lm_ts, conv_ts, ins_phone, ins_is_group, meta)
 ), upd AS (
     UPDATE chats c SET
         jid = COALESCE(u.jid, c.jid),
@@ -206,7 +229,7 @@ WITH u AS (
             ELSE u.group_name END,
         phone_number = COALESCE(u.phone_number, c.phone_number),
         agent_id = COALESCE(u.agent_id, c.agent_id),
-        company_id = $20,
+        company_id = $23,
         assigned_to = COALESCE(u.assigned_to, c.assigned_to),
         is_group = COALESCE(u.is_group, c.is_group),
         not_spam = COALESCE(u.not_spam, c.not_spam),
@@ -234,7 +257,7 @@ INSERT INTO chats (chat_id, jid, push_name, custom_name, group_name, phone_numbe
                    company_id, assigned_to, is_group, not_spam, unread_count, last_message,
                    conversation_timestamp, last_metadata)
 SELECT u.chat_id, u.jid, u.push_name, u.custom_name, u.group_name,
-       COALESCE(u.phone_number, u.ins_phone), u.agent_id, $20, u.assigned_to,
+       COALESCE(u.phone_number, u.ins_phone), u.agent_id, $23, u.assigned_to,
        COALESCE(u.is_group, u.ins_is_group), u.not_spam,
        CASE WHEN u.delta AND NOT u.reset THEN GREATEST(u.unread, u.floor) ELSE u.unread END,
        u.last_message::jsonb, NULLIF(u.conv_ts, 0), u.meta::jsonb
@@ -254,12 +277,12 @@ struct Values<'a> {
 }
 
 impl<'a> Values<'a> {
-    fn of(c: &'a ChatPayload<'a>, delta: bool) -> Self {
+    fn of(c: &'a ChatPayload<'a>, kind: UnreadCount) -> Self {
         let jid = c.jid.as_deref();
         let derived_phone = jid.and_then(phone_from_jid);
         let derived_group = jid.map(is_group_jid);
         // chats.upsert derives phone and is_group from the jid whenever they are absent.
-        let (phone, is_group) = if delta {
+        let (phone, is_group) = if kind == UnreadCount::Delta {
             (c.phone_number.as_deref(), c.is_group)
         } else {
             (
@@ -287,199 +310,5 @@ impl<'a> Values<'a> {
 fn set_if_some<T>(slot: &mut Option<T>, value: Option<T>) {
     if value.is_some() {
         *slot = value;
-    }
-}
-
-/// The unread count after a run of `chats.update` deltas, as a function of the stored count
-/// `x` (NULL read as 0): `reset ? add : max(x + add, floor)`. A positive delta adds, 0 resets
-/// to 0 and a negative one ("mark unread") raises the count to at least 1; functions of this
-/// shape compose, so any run of deltas is one such function.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UnreadDelta {
-    pub add: i32,
-    pub reset: bool,
-    pub floor: Option<i32>,
-}
-
-impl UnreadDelta {
-    pub const IDENTITY: UnreadDelta = UnreadDelta {
-        add: 0,
-        reset: false,
-        floor: None,
-    };
-
-    /// An absolute count (an upsert's), kept in `add`.
-    fn absolute(n: i32) -> Self {
-        UnreadDelta {
-            add: n,
-            ..Self::IDENTITY
-        }
-    }
-
-    /// This function followed by the delta `d`.
-    pub fn then(self, d: i32) -> Self {
-        match d {
-            0 => UnreadDelta {
-                add: 0,
-                reset: true,
-                floor: None,
-            },
-            d if d > 0 => UnreadDelta {
-                add: self.add.saturating_add(d),
-                reset: self.reset,
-                floor: self.floor.map(|f| f.saturating_add(d)),
-            },
-            _ if self.reset => UnreadDelta {
-                add: self.add.max(1),
-                ..self
-            },
-            _ => UnreadDelta {
-                floor: Some(self.floor.map_or(1, |f| f.max(1))),
-                ..self
-            },
-        }
-    }
-
-    /// The count this function gives for a stored count `x`.
-    pub fn apply(self, x: Option<i32>) -> i32 {
-        if self.reset {
-            self.add
-        } else {
-            let y = x.unwrap_or(0).saturating_add(self.add);
-            self.floor.map_or(y, |f| y.max(f))
-        }
-    }
-}
-
-/// Chats that messages refer to: created when missing, NULL jid/phone/is_group filled in.
-#[derive(Default)]
-pub struct ChatEnsureRows<'a> {
-    rows: Vec<EnsureRow<'a>>,
-    index: std::collections::HashMap<&'a str, usize>,
-}
-
-struct EnsureRow<'a> {
-    chat_id: &'a str,
-    jid: Option<&'a str>,
-    phone_number: Option<&'a str>,
-    agent_id: Option<&'a str>,
-    is_group: Option<bool>,
-    meta: &'a str,
-}
-
-impl<'a> ChatEnsureRows<'a> {
-    pub fn push(
-        &mut self,
-        chat_id: &'a str,
-        jid: Option<&'a str>,
-        agent_id: Option<&'a str>,
-        meta: &'a str,
-    ) {
-        let phone_number = match jid {
-            Some(j) => phone_from_jid(j),
-            None => Some(chat_id_suffix(chat_id)),
-        };
-        let is_group = jid.map(is_group_jid);
-        if let Some(&i) = self.index.get(chat_id) {
-            // Keep one row per chat; a later message may know the jid the first did not.
-            let row = &mut self.rows[i];
-            if row.jid.is_none() && jid.is_some() {
-                row.jid = jid;
-                row.phone_number = phone_number;
-                row.is_group = is_group;
-            }
-            return;
-        }
-        self.index.insert(chat_id, self.rows.len());
-        self.rows.push(EnsureRow {
-            chat_id,
-            jid,
-            phone_number,
-            agent_id,
-            is_group,
-            meta,
-        });
-    }
-
-    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
-        if self.rows.is_empty() {
-            return Ok(());
-        }
-        let rows = &self.rows;
-        sqlx::query::<Postgres>(ENSURE_CHATS)
-            .bind(column(rows, |r| r.chat_id))
-            .bind(column(rows, |r| r.jid))
-            .bind(column(rows, |r| r.phone_number))
-            .bind(column(rows, |r| r.agent_id))
-            .bind(column(rows, |r| r.is_group))
-            .bind(column(rows, |r| r.meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
-    }
-}
-
-const ENSURE_CHATS: &str = r#"
-INSERT INTO chats AS c (chat_id, jid, phone_number, agent_id, is_group, company_id, last_metadata)
-SELECT u.chat_id, u.jid, u.phone_number, u.agent_id, u.is_group, $7, u.meta::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[])
-    AS u(chat_id, jid, phone_number, agent_id, is_group, meta)
-ORDER BY u.chat_id
-ON CONFLICT (chat_id) DO UPDATE SET
-    jid = COALESCE(c.jid, EXCLUDED.jid),
-    phone_number = COALESCE(c.phone_number, EXCLUDED.phone_number),
-    is_group = COALESCE(c.is_group, EXCLUDED.is_group),
-    last_metadata = EXCLUDED.last_metadata,
-    updated_at = now()
-WHERE (c.jid IS NULL AND EXCLUDED.jid IS NOT NULL)
-   OR (c.phone_number IS NULL AND EXCLUDED.phone_number IS NOT NULL)
-   OR (c.is_group IS NULL AND EXCLUDED.is_group IS NOT NULL)
-"#;
-
-#[cfg(test)]
-mod tests {
-    use super::UnreadDelta;
-
-    /// One `chats.update` delta applied to a stored count, as the statement did before folding.
-    fn step(x: Option<i32>, d: i32) -> i32 {
-        let x = x.unwrap_or(0);
-        match d {
-            d if d > 0 => x + d,
-            0 => 0,
-            _ => x.max(1),
-        }
-    }
-
-    #[test]
-    fn any_run_of_deltas_composes_into_one() {
-        let deltas = [-1, 0, 1, 2, 5];
-        // Every run of up to 4 deltas, from every stored count.
-        let mut runs: Vec<Vec<i32>> = vec![vec![]];
-        for _ in 0..4 {
-            let longer: Vec<Vec<i32>> = runs
-                .iter()
-                .filter(|r| r.len() == runs.last().map_or(0, Vec::len))
-                .flat_map(|r| {
-                    deltas.iter().map(move |d| {
-                        let mut r = r.clone();
-                        r.push(*d);
-                        r
-                    })
-                })
-                .collect();
-            runs.extend(longer);
-        }
-        for run in runs.iter().filter(|r| !r.is_empty()) {
-            let folded = run.iter().fold(UnreadDelta::IDENTITY, |f, &d| f.then(d));
-            for stored in [None, Some(0), Some(1), Some(3)] {
-                let sequential = run.iter().fold(stored, |x, &d| Some(step(x, d)));
-                assert_eq!(
-                    Some(folded.apply(stored)),
-                    sequential,
-                    "{run:?} on {stored:?}"
-                );
-            }
-        }
     }
 }

@@ -1,12 +1,12 @@
 //! Contact writes keyed by (`agent_id`, `phone_number`): patches that create missing rows with a
 //! UUID id, `chat_id` defaulting to `<agent_id>_<phone_number>` and status `ACTIVE`.
 
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 
 use crate::model::fields::is_placeholder_name;
 use crate::model::ContactPayload;
 
-use super::column;
+use super::{column, TenantTx};
 
 /// Contact patches for one statement; each key appears at most once.
 #[derive(Default)]
@@ -36,11 +36,12 @@ impl<'a> ContactRows<'a> {
         });
     }
 
-    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
         let rows = &self.rows;
+        let (conn, company) = tx.parts();
         sqlx::query::<Postgres>(UPSERT_CONTACTS)
             .bind(column(rows, |r| r.c.phone_number.as_str()))
             .bind(column(rows, |r| r.c.agent_id.as_str()))

@@ -1,10 +1,32 @@
 //! `exhausted_events`: dead letters that outlived their retries, kept for operators.
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool, Postgres};
 
-use crate::model::quote_ident;
+use crate::model::{quote_ident, TenantId};
+
+use super::{tenant_tx, SYSTEM_SCHEMA};
+
+/// Where an exhausted event is recorded.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Home {
+    Tenant(TenantId),
+    /// `wa_system`: invalid or refused tenants, and dead letters that cannot be read.
+    System,
+}
+
+impl Home {
+    /// The schema (unquoted name) that holds the home's `exhausted_events`.
+    pub fn schema_name(&self) -> String {
+        match self {
+            Home::Tenant(t) => t.schema_name(),
+            Home::System => SYSTEM_SCHEMA.to_owned(),
+        }
+    }
+}
 
 /// A row to record; `(dlq_stream, dlq_sequence, item_index)` makes recording idempotent.
 #[derive(Debug, Clone)]
@@ -60,6 +82,22 @@ pub async fn record(
         .execute(conn)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records `rows` in the schema of `home` (already migrated) in one transaction: all of them or
+/// none. A long lock surfaces as an error after `lock_timeout`.
+pub async fn record_all(
+    pool: &PgPool,
+    home: &Home,
+    rows: &[NewExhausted<'_>],
+    lock_timeout: Duration,
+) -> Result<(), sqlx::Error> {
+    let schema = home.schema_name();
+    let mut tx = tenant_tx::begin_plain(pool, lock_timeout).await?;
+    for row in rows {
+        record(&mut tx, &schema, row).await?;
+    }
+    tx.commit().await
 }
 
 /// A stored exhausted event, as operators see it.

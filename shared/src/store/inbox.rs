@@ -4,6 +4,8 @@ use std::collections::HashMap;
 
 use sqlx::{PgConnection, Postgres};
 
+use super::TenantTx;
+
 /// A stream message: its stream position and the time the stream stored it (microseconds),
 /// which together survive a stream being recreated and its sequences reused.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -18,7 +20,7 @@ pub struct StreamKey {
 /// dead items. One statement in the usual case (nothing seen before); the tenant lock keeps
 /// another writer from claiming the same keys meanwhile.
 pub async fn claim(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     keys: &[(&StreamKey, Option<String>)],
 ) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
     if keys.is_empty() {
@@ -36,7 +38,7 @@ pub async fn claim(
     .bind(&seqs)
     .bind(&published)
     .bind(&dead)
-    .fetch_all(&mut *conn)
+    .fetch_all(tx.conn())
     .await?;
     if claimed.len() == keys.len() {
         return Ok(HashMap::new());
@@ -60,7 +62,7 @@ pub async fn claim(
     .bind(&streams)
     .bind(&seqs)
     .bind(&published)
-    .fetch_all(conn)
+    .fetch_all(tx.conn())
     .await?;
     Ok(rows
         .into_iter()
@@ -78,7 +80,7 @@ pub async fn claim(
 }
 
 /// Takes back claims of this transaction (events that will be retried instead).
-pub async fn release(conn: &mut PgConnection, keys: &[&StreamKey]) -> Result<(), sqlx::Error> {
+pub async fn release(tx: &mut TenantTx, keys: &[&StreamKey]) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
         return Ok(());
     }
@@ -90,14 +92,14 @@ pub async fn release(conn: &mut PgConnection, keys: &[&StreamKey]) -> Result<(),
     .bind(&streams)
     .bind(&seqs)
     .bind(&published)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
 
 /// Replaces the dead items recorded with claimed keys (JSON text).
 pub async fn set_dead_items(
-    conn: &mut PgConnection,
+    tx: &mut TenantTx,
     keys: &[(&StreamKey, Option<String>)],
 ) -> Result<(), sqlx::Error> {
     if keys.is_empty() {
@@ -114,7 +116,7 @@ pub async fn set_dead_items(
     .bind(&seqs)
     .bind(&published)
     .bind(&dead)
-    .execute(conn)
+    .execute(tx.conn())
     .await?;
     Ok(())
 }
@@ -133,10 +135,7 @@ fn columns<'a>(keys: impl Iterator<Item = &'a StreamKey>) -> KeyColumns<'a> {
 
 /// Forgets inbox rows older than `max_age` (beyond the streams' retention nothing can be
 /// redelivered). Returns how many rows were removed.
-pub async fn prune(
-    conn: &mut PgConnection,
-    max_age: std::time::Duration,
-) -> Result<u64, sqlx::Error> {
+async fn prune(conn: &mut PgConnection, max_age: std::time::Duration) -> Result<u64, sqlx::Error> {
     let secs = max_age.as_secs_f64();
     let done = sqlx::query::<Postgres>(
         "DELETE FROM inbox WHERE processed_at < now() - make_interval(secs => $1)",

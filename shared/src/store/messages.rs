@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use chrono::NaiveDate;
-use sqlx::{PgConnection, Postgres};
+use sqlx::Postgres;
 
 use crate::model::fields::status_rank;
 use crate::model::{MessagePatch, MessagePayload};
 
-use super::column;
+use super::{column, TenantTx};
 
 /// Message upserts for one statement; each `message_id` appears at most once.
 #[derive(Default)]
@@ -44,11 +44,12 @@ impl<'a> MessageRows<'a> {
         });
     }
 
-    pub async fn write(&self, conn: &mut PgConnection, company: &str) -> Result<(), sqlx::Error> {
+    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
         if self.is_empty() {
             return Ok(());
         }
         let rows = &self.rows;
+        let (conn, company) = tx.parts();
         sqlx::query::<Postgres>(UPSERT_MESSAGES)
             .bind(column(rows, |r| r.m.message_id.as_str()))
             .bind(column(rows, |r| r.date))
@@ -188,7 +189,7 @@ impl<'a> MessagePatchRows<'a> {
     }
 
     /// Applies the patches and returns the ids of the messages that were found.
-    pub async fn write(&self, conn: &mut PgConnection) -> Result<HashSet<String>, sqlx::Error> {
+    pub async fn write(&self, tx: &mut TenantTx) -> Result<HashSet<String>, sqlx::Error> {
         if self.is_empty() {
             return Ok(HashSet::new());
         }
@@ -201,7 +202,7 @@ impl<'a> MessagePatchRows<'a> {
             .bind(column(rows, |r| r.message_url))
             .bind(column(rows, |r| r.is_deleted))
             .bind(column(rows, |r| r.meta))
-            .fetch_all(conn)
+            .fetch_all(tx.conn())
             .await?;
         Ok(found.into_iter().collect())
     }

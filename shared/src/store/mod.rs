@@ -1,18 +1,63 @@
 //! Postgres: tenant schemas and migrations, one write function per table, the inbox.
 //!
 //! Every write is set-based (one statement per table per round of a batch) and runs inside the
-//! tenant transaction of [`tenant_tx::begin`].
+//! tenant transaction of [`tenant_tx::begin`]. This is the only module that holds SQL.
+//!
+//! * [`tenant_tx`]: the tenant transaction ([`TenantTx`]) every tenant write takes.
+//! * [`schema`]: tenant schemas, migrations, monthly message partitions.
+//! * [`chats`], [`chat_ensure`], [`unread`], [`messages`], [`contacts`], [`agents`]: per-table writes.
+//! * [`inbox`]: which stream messages already had their effects committed.
+//! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
+//! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
 
 pub mod agents;
+pub mod chat_ensure;
 pub mod chats;
 pub mod contacts;
+pub mod counts;
 pub mod exhausted;
 pub mod inbox;
 pub mod messages;
+pub mod onboarding;
 pub mod schema;
 pub mod tenant_tx;
+pub mod unread;
 
 pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};
+pub use tenant_tx::TenantTx;
+
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use std::time::Duration;
+
+use crate::settings::DbSettings;
+
+/// Connects a pool of `db.pool_size` connections now (an unreachable database is an error
+/// here, not at the first query).
+pub async fn connect(db: &DbSettings) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(db.pool_size)
+        .connect(db.url.expose())
+        .await
+}
+
+/// A pool that connects on demand: an unreachable database holds batches, it does not stop
+/// the process. Waiting 5 s for a connection means the database is unavailable.
+pub fn connect_lazy(db: &DbSettings) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(db.pool_size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(db.url.expose())
+}
+
+/// Whether Postgres answers a trivial query.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .map(drop)
+}
 
 /// One column of a statement's rows, to bind as an array parameter (rows are built per event,
 /// columns once per statement).

@@ -1,10 +1,18 @@
-//! The transaction every write to a tenant schema runs in.
+//! The transaction every write to a tenant schema runs in, typed by its tenant.
 
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
-use crate::model::{quote_ident, TenantId};
+use crate::model::TenantId;
+use crate::pipeline::failure::{classify, DbFailure};
+
+/// An open transaction on one tenant's schema (see [`begin`]). The per-table writes and the
+/// inbox take it, so a write cannot reach another tenant's schema or name the wrong company.
+pub struct TenantTx {
+    tx: Transaction<'static, Postgres>,
+    tenant: TenantId,
+}
 
 /// Begins a transaction on the tenant's schema: `search_path` set to it (so statements are the
 /// same text for every tenant and stay prepared), a lock timeout (a long table lock surfaces
@@ -22,8 +30,73 @@ pub async fn begin(
     pool: &PgPool,
     tenant: &TenantId,
     lock_timeout: Duration,
+) -> Result<TenantTx, sqlx::Error> {
+    let tx = pool
+        .begin_with(begin_statement(tenant, lock_timeout))
+        .await?;
+    Ok(TenantTx {
+        tx,
+        tenant: tenant.clone(),
+    })
+}
+
+impl TenantTx {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The connection, for the store's statements (`search_path` is the tenant's schema).
+    pub(super) fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// The connection and the company id this tenant's rows are written with.
+    pub(super) fn parts(&mut self) -> (&mut PgConnection, &str) {
+        (&mut self.tx, self.tenant.as_str())
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    /// Runs one item's write inside a savepoint. When the database refuses it (a data or
+    /// constraint error: [`DbFailure::Permanent`]) its effects are rolled back and the refusal
+    /// is returned as `Ok(Err(_))`: the transaction goes on without it. Any other failure ends
+    /// the transaction (`Err`).
+    pub async fn savepoint<T>(
+        &mut self,
+        write: impl AsyncFnOnce(&mut TenantTx) -> Result<T, sqlx::Error>,
+    ) -> Result<Result<T, sqlx::Error>, sqlx::Error> {
+        sqlx::query("SAVEPOINT item").execute(self.conn()).await?;
+        match write(self).await {
+            Ok(value) => {
+                sqlx::query("RELEASE SAVEPOINT item")
+                    .execute(self.conn())
+                    .await?;
+                Ok(Ok(value))
+            }
+            Err(e) if classify(&e) == DbFailure::Permanent => {
+                sqlx::query("ROLLBACK TO SAVEPOINT item")
+                    .execute(self.conn())
+                    .await?;
+                Ok(Err(e))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Begins a transaction outside any tenant (for the system schema, or writes that name their
+/// schema): only the lock timeout is set, sent with the `BEGIN`.
+pub(super) async fn begin_plain(
+    pool: &PgPool,
+    lock_timeout: Duration,
 ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    pool.begin_with(begin_statement(tenant, lock_timeout)).await
+    pool.begin_with(format!(
+        "BEGIN; SELECT set_config('lock_timeout', '{}ms', true)",
+        lock_timeout.as_millis().max(1)
+    ))
+    .await
 }
 
 fn begin_statement(tenant: &TenantId, lock_timeout: Duration) -> String {
@@ -32,7 +105,7 @@ fn begin_statement(tenant: &TenantId, lock_timeout: Duration) -> String {
          set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
          set_config('enable_mergejoin', 'off', true), \
          pg_advisory_xact_lock(hashtextextended({}, 0))::text",
-        quote_literal(&quote_ident(&tenant.schema_name())),
+        quote_literal(&tenant.schema_ident()),
         lock_timeout.as_millis().max(1),
         quote_literal(&format!("wa:tenant:{}", tenant.schema_name())),
     )

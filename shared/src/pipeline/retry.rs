@@ -1,0 +1,55 @@
+//! When a transient failure is retried, and when it becomes a dead letter.
+
+use std::time::Duration;
+
+use crate::model::ErrorType;
+
+use super::inbound::{DeadLetter, InboundEvent, Outcome};
+
+/// Deliveries and backoff of a consumer.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Deliveries of a message before a transient failure becomes `retry_exhausted`.
+    pub max_deliver: u32,
+    /// Delay before redelivery n (the last one repeats).
+    pub backoff: Vec<Duration>,
+}
+
+impl RetryPolicy {
+    /// The outcome of a transient failure: retry with backoff, or dead-letter on the last
+    /// delivery.
+    pub fn transient(&self, event: &InboundEvent, reason: &str) -> Outcome {
+        if event.delivered >= self.max_deliver {
+            Outcome::DeadLetter(DeadLetter::new(
+                ErrorType::RetryExhausted,
+                format!("{reason} (after {} deliveries)", event.delivered),
+            ))
+        } else {
+            Outcome::Retry {
+                delay: self.backoff(event.delivered),
+            }
+        }
+    }
+
+    /// Delay before the redelivery that follows delivery `delivered`.
+    pub fn backoff(&self, delivered: u32) -> Duration {
+        let b = &self.backoff;
+        let i = (delivered.max(1) as usize - 1).min(b.len().saturating_sub(1));
+        b.get(i).copied().unwrap_or(Duration::from_secs(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_repeats_its_last_delay() {
+        let p = RetryPolicy {
+            max_deliver: 5,
+            backoff: [1, 2].map(Duration::from_secs).to_vec(),
+        };
+        let delays: Vec<u64> = (0..4).map(|d| p.backoff(d).as_secs()).collect();
+        assert_eq!(delays, [1, 1, 2, 2]);
+    }
+}
