@@ -29,3 +29,13 @@ pub struct ChatPayload<'a> {
     #[serde(default, deserialize_with = "timestamp")]
     pub conversation_timestamp: Option<i64>,
 }
+
+/// What a chat write's `unread_count` means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnreadCount {
+    /// `chats.upsert`: the count itself, applied when the event is not older than the row.
+    Absolute,
+    /// `chats.update`: a change to the stored count (composed in the store); the fields derived
+    /// from the chat id only fill a newly created row.
+    Delta,
+}

@@ -52,7 +52,7 @@ impl DeadLetterEnvelope {
             .and_then(|s| serde_json::from_str::<Box<RawValue>>(s).ok());
         let item_payload = match (&json, input.item_index) {
             (Some(raw), Some(index)) => {
-                super::decode::history_item_as_batch(input.source_subject, raw, index)
+                super::history::history_item_as_batch(input.source_subject, raw, index)
             }
             _ => None,
         };

@@ -1,59 +1,23 @@
 //! Bytes → typed payload: size limit, JSON, field validation and the tenant check, in that order.
 
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use validator::Validate;
-
 use super::agent::AgentPayload;
-use super::chat::ChatPayload;
+use super::chat::{ChatPayload, UnreadCount};
 use super::contact::ContactPayload;
 use super::error_type::ErrorType;
-use super::fields::Text;
-use super::history::{Batch, HistoryChats, HistoryContacts, HistoryMessages};
+use super::history::{history, HistoryChats, HistoryContacts, HistoryItem, HistoryMessages};
+use super::item::item;
 use super::message::{MessagePatch, MessagePayload};
 use super::subject::{EventKind, Subject};
 
-/// A permanent reason why an event (or a history item) cannot be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error_type}: {message}")]
-pub struct DecodeError {
-    pub error_type: ErrorType,
-    pub message: String,
-}
-
-impl DecodeError {
-    pub fn new(error_type: ErrorType, message: impl Into<String>) -> Self {
-        DecodeError {
-            error_type,
-            message: message.into(),
-        }
-    }
-
-    fn from_json(err: &serde_json::Error) -> Self {
-        use serde_json::error::Category;
-        let error_type = match err.classify() {
-            Category::Data => ErrorType::Validation,
-            Category::Syntax | Category::Eof | Category::Io => ErrorType::Malformed,
-        };
-        DecodeError::new(error_type, err.to_string())
-    }
-}
-
-/// One item of a history batch.
-#[derive(Debug, Clone)]
-pub enum HistoryItem<'a> {
-    Chat(ChatPayload<'a>),
-    Message(MessagePayload<'a>),
-    Contact(ContactPayload<'a>),
-}
+pub use super::item::DecodeError;
 
 /// A validated event, ready to be written. Its text borrows from the event's body.
 #[derive(Debug, Clone)]
 pub enum Payload<'a> {
-    /// `chats.upsert` (`delta = false`) or `chats.update` (`delta = true`: unread is a delta).
+    /// `chats.upsert` (absolute unread count) or `chats.update` (unread count is a delta).
     Chat {
         chat: ChatPayload<'a>,
-        delta: bool,
+        unread: UnreadCount,
     },
     Message(MessagePayload<'a>),
     MessagePatch(MessagePatch<'a>),
@@ -88,11 +52,11 @@ pub fn decode<'a>(
     Ok(match subject.kind {
         EventKind::ChatUpsert => Payload::Chat {
             chat: item(body, tenant)?,
-            delta: false,
+            unread: UnreadCount::Absolute,
         },
         EventKind::ChatUpdate => Payload::Chat {
             chat: item(body, tenant)?,
-            delta: true,
+            unread: UnreadCount::Delta,
         },
         EventKind::MessageUpsert => Payload::Message(item(body, tenant)?),
         EventKind::MessageUpdate => Payload::MessagePatch(item(body, tenant)?),
@@ -118,121 +82,6 @@ pub fn decode<'a>(
             )?)
         }
     })
-}
-
-/// The items of a history batch, each validated on its own. A batch whose items all parse is
-/// read in one pass (`Typed`); otherwise it is read again as raw items (`Raw`) and each item
-/// parsed alone, so that one bad item is refused without its batch.
-fn history<'a, T, Typed, Raw>(
-    body: &'a str,
-    tenant: &str,
-    wrap: fn(T) -> HistoryItem<'a>,
-) -> Result<Vec<Result<HistoryItem<'a>, DecodeError>>, DecodeError>
-where
-    T: Item<'a>,
-    Typed: Batch<'a, T> + Deserialize<'a>,
-    Raw: Batch<'a, &'a RawValue> + Deserialize<'a>,
-{
-    let finish = |item: Result<T, DecodeError>, agent: &Option<Text<'a>>| {
-        let mut item = checked(item?, tenant)?;
-        if let Some(agent) = agent {
-            item.inherit_agent(agent);
-        }
-        Ok(wrap(item))
-    };
-    Ok(match serde_json::from_str::<Typed>(body) {
-        Ok(batch) => {
-            let (items, agent) = batch.into_parts();
-            items
-                .into_iter()
-                .map(|item| finish(Ok(item), &agent))
-                .collect()
-        }
-        Err(_) => {
-            let (items, agent) = parse::<Raw>(body)?.into_parts();
-            items
-                .into_iter()
-                .map(|raw| finish(parse(raw.get()), &agent))
-                .collect()
-        }
-    })
-}
-
-fn parse<'a, T: Deserialize<'a>>(body: &'a str) -> Result<T, DecodeError> {
-    serde_json::from_str(body).map_err(|e| DecodeError::from_json(&e))
-}
-
-/// A payload, read as an event of its own or as a history item.
-trait Item<'a>: Deserialize<'a> + Validate {
-    /// The company it names, if any.
-    fn company(&self) -> Option<&str>;
-
-    /// Takes a history sync's top-level agent id when the item carries none.
-    fn inherit_agent(&mut self, _agent: &Text<'a>) {}
-}
-
-macro_rules! item_with_company {
-    ($($t:ident),*) => {$(
-        impl<'a> Item<'a> for $t<'a> {
-            fn company(&self) -> Option<&str> {
-                self.company_id.as_deref()
-            }
-        }
-    )*};
-}
-item_with_company!(ChatPayload, MessagePatch, ContactPayload, AgentPayload);
-
-impl<'a> Item<'a> for MessagePayload<'a> {
-    fn company(&self) -> Option<&str> {
-        self.company_id.as_deref()
-    }
-
-    fn inherit_agent(&mut self, agent: &Text<'a>) {
-        if self.agent_id.is_none() {
-            self.agent_id = Some(agent.clone());
-        }
-    }
-}
-
-fn item<'a, T: Item<'a>>(body: &'a str, tenant: &str) -> Result<T, DecodeError> {
-    checked(parse(body)?, tenant)
-}
-
-/// Field validation and the tenant check of a parsed payload.
-fn checked<'a, T: Item<'a>>(value: T, tenant: &str) -> Result<T, DecodeError> {
-    value
-        .validate()
-        .map_err(|e| DecodeError::new(ErrorType::Validation, e.to_string().replace('\n', "; ")))?;
-    match value.company() {
-        Some(company) if company != tenant => Err(DecodeError::new(
-            ErrorType::Tenant,
-            format!("company_id {company:?} does not match the subject's tenant {tenant:?}"),
-        )),
-        _ => Ok(value),
-    }
-}
-
-/// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`),
-/// so a dead-lettered item can be re-run through the same core on its own.
-pub fn history_item_as_batch(
-    source_subject: &str,
-    body: &RawValue,
-    index: usize,
-) -> Option<Box<RawValue>> {
-    let key = match Subject::parse(source_subject).ok()?.kind {
-        EventKind::HistoryChats => "chats",
-        EventKind::HistoryMessages => "messages",
-        EventKind::HistoryContacts => "contacts",
-        _ => return None,
-    };
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(body.get()).ok()?;
-    let item = match map.get_mut(key)? {
-        serde_json::Value::Array(items) if index < items.len() => items.swap_remove(index),
-        _ => return None,
-    };
-    map.insert(key.to_owned(), serde_json::Value::Array(vec![item]));
-    serde_json::value::to_raw_value(&map).ok()
 }
 
 #[cfg(test)]
@@ -306,10 +155,10 @@ mod tests {
             1024,
         )
         .unwrap();
-        let Payload::Chat { chat, delta } = p else {
+        let Payload::Chat { chat, unread } = p else {
             panic!()
         };
-        assert!(delta);
+        assert_eq!(unread, UnreadCount::Delta);
         assert!(chat.push_name.is_none());
         assert!(chat.company_id.is_none());
     }

@@ -3,8 +3,14 @@
 //! pass, raw values when its items have to be read (and refused) one by one.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
+use super::chat::ChatPayload;
+use super::contact::ContactPayload;
 use super::fields::Text;
+use super::item::{checked, parse, DecodeError, Item};
+use super::message::MessagePayload;
+use super::subject::{EventKind, Subject};
 
 /// A history wrapper, taken apart.
 pub trait Batch<'a, T> {
@@ -48,4 +54,73 @@ impl<'a, T> Batch<'a, T> for HistoryContacts<T> {
     fn into_parts(self) -> (Vec<T>, Option<Text<'a>>) {
         (self.contacts, None)
     }
+}
+
+/// One item of a history batch.
+#[derive(Debug, Clone)]
+pub enum HistoryItem<'a> {
+    Chat(ChatPayload<'a>),
+    Message(MessagePayload<'a>),
+    Contact(ContactPayload<'a>),
+}
+
+/// The items of a history batch, each validated on its own. A batch whose items all parse is
+/// read in one pass (`Typed`); otherwise it is read again as raw items (`Raw`) and each item
+/// parsed alone, so that one bad item is refused without its batch.
+pub fn history<'a, T, Typed, Raw>(
+    body: &'a str,
+    tenant: &str,
+    wrap: fn(T) -> HistoryItem<'a>,
+) -> Result<Vec<Result<HistoryItem<'a>, DecodeError>>, DecodeError>
+where
+    T: Item<'a>,
+    Typed: Batch<'a, T> + Deserialize<'a>,
+    Raw: Batch<'a, &'a RawValue> + Deserialize<'a>,
+{
+    let finish = |item: Result<T, DecodeError>, agent: &Option<Text<'a>>| {
+        let mut item = checked(item?, tenant)?;
+        if let Some(agent) = agent {
+            item.inherit_agent(agent);
+        }
+        Ok(wrap(item))
+    };
+    Ok(match serde_json::from_str::<Typed>(body) {
+        Ok(batch) => {
+            let (items, agent) = batch.into_parts();
+            items
+                .into_iter()
+                .map(|item| finish(Ok(item), &agent))
+                .collect()
+        }
+        Err(_) => {
+            let (items, agent) = parse::<Raw>(body)?.into_parts();
+            items
+                .into_iter()
+                .map(|raw| finish(parse(raw.get()), &agent))
+                .collect()
+        }
+    })
+}
+
+/// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`),
+/// so a dead-lettered item can be re-run through the same core on its own.
+pub fn history_item_as_batch(
+    source_subject: &str,
+    body: &RawValue,
+    index: usize,
+) -> Option<Box<RawValue>> {
+    let key = match Subject::parse(source_subject).ok()?.kind {
+        EventKind::HistoryChats => "chats",
+        EventKind::HistoryMessages => "messages",
+        EventKind::HistoryContacts => "contacts",
+        _ => return None,
+    };
+    let mut map: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(body.get()).ok()?;
+    let item = match map.get_mut(key)? {
+        serde_json::Value::Array(items) if index < items.len() => items.swap_remove(index),
+        _ => return None,
+    };
+    map.insert(key.to_owned(), serde_json::Value::Array(vec![item]));
+    serde_json::value::to_raw_value(&map).ok()
 }

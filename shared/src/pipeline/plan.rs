@@ -62,9 +62,8 @@ impl<'a> Decoded<'a> {
     /// The writes of this event, with the history item index where there is one.
     pub fn units(&self) -> Box<dyn Iterator<Item = (Option<usize>, Unit<'_>)> + Send + '_> {
         match &self.payload {
-            Payload::Chat { chat, delta } => {
-                let unread = UnreadCount::from_delta(*delta);
-                Box::new(std::iter::once((None, Unit::Chat(chat, unread))))
+            Payload::Chat { chat, unread } => {
+                Box::new(std::iter::once((None, Unit::Chat(chat, *unread))))
             }
             Payload::Message(m) => Box::new(std::iter::once((None, Unit::Message(m)))),
             Payload::MessagePatch(p) => Box::new(std::iter::once((None, Unit::Patch(p)))),

@@ -9,26 +9,7 @@ use crate::model::ChatPayload;
 use super::unread::UnreadDelta;
 use super::{column, TenantTx};
 
-/// What a chat write's `unread_count` means.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UnreadCount {
-    /// `chats.upsert`: the count itself, applied when the event is not older than the row.
-    Absolute,
-    /// `chats.update`: a change to the stored count (see [`UnreadDelta`]); the fields derived
-    /// from the chat id only fill a newly created row.
-    Delta,
-}
-
-impl UnreadCount {
-    /// `Delta` when `delta` (as payloads say it), else `Absolute`.
-    pub fn from_delta(delta: bool) -> Self {
-        if delta {
-            UnreadCount::Delta
-        } else {
-            UnreadCount::Absolute
-        }
-    }
-}
+pub use crate::model::UnreadCount;
 
 /// Chat patches for one statement; each `chat_id` appears at most once.
 #[derive(Default)]
