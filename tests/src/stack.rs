@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::Context;
+use async_nats::jetstream::{consumer, Context};
 use serde_json::Value;
 use sqlx::PgPool;
 use wa_shared::model::{EventKind, Subject};
@@ -114,6 +114,17 @@ impl Stack {
             (broker::consumer_backlog(&self.js, stream, durable).await? == (0, 0)).then_some(())
         })
         .await;
+    }
+
+    /// The state of the durable consumer `durable` of `stream`, which must exist.
+    pub async fn consumer_info(&self, stream: &str, durable: &str) -> consumer::Info {
+        self.js
+            .get_stream(stream)
+            .await
+            .expect("stream")
+            .consumer_info(durable)
+            .await
+            .expect("consumer")
     }
 
     /// Waits until the count `sql` (see [`Stack::count`]) is `n`.

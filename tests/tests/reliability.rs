@@ -99,10 +99,7 @@ async fn a_nats_restart_resumes_consumption_and_loses_nothing() {
     let first = Workload::generate(400, 10, 17);
     let mut rt = s.start("wa-realtime", &[]).await;
     first.publish(&s.js, &s.tenant).await;
-    eventually(WAIT, "first half", || async {
-        (inbox_count(&s).await == 400).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 400).await;
     s.nats.stop();
     s.nats.restart();
     rt.wait_ready(READY_WITHIN).await.unwrap();
@@ -127,10 +124,7 @@ async fn a_postgres_outage_dead_letters_nothing_and_everything_lands_after_recov
     let rt = s.start("wa-realtime", &[("BATCH_SIZE", "50")]).await;
     let (head, tail) = w.events.split_at(200);
     workload::publish(&s.js, &s.tenant, head).await;
-    eventually(WAIT, "events before the outage", || async {
-        (inbox_count(&s).await == 200).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 200).await;
     s.pool.close().await;
 
     pg.stop();
@@ -159,10 +153,7 @@ async fn a_long_table_lock_holds_batches_until_it_is_released() {
         .await;
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "the first event", || async {
-        (inbox_count(&s).await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
 
     let locker = lock_table(&s.pool, &s.tenant, "chats").await;
     for _ in 0..20 {
@@ -172,10 +163,7 @@ async fn a_long_table_lock_holds_batches_until_it_is_released() {
     rt.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     locker.rollback().await.unwrap();
 
-    eventually(WAIT, "everything after the lock", || async {
-        (inbox_count(&s).await == 21).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 21).await;
     assert_eq!(
         row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"],
         21
@@ -202,10 +190,7 @@ async fn streams_are_reconciled_and_their_backlog_is_consumed() {
     let config = stream.info().await.unwrap().config.clone();
     assert_eq!(config.max_age, Duration::from_secs(30 * 86400));
     assert_eq!(config.subjects.len(), 7, "{:?}", config.subjects);
-    eventually(WAIT, "the backlog", || async {
-        (inbox_count(&s).await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
 }
 
 #[tokio::test]
@@ -225,13 +210,7 @@ async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuratio
         )
         .await;
     wait_all_applied(&s, &w).await;
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info("wa_realtime")
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
     assert_eq!(info.config.max_deliver, 7);
     assert_eq!(info.config.backoff.len(), 3);
     drop(rt2);

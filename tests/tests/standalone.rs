@@ -120,13 +120,7 @@ async fn poison_messages_are_dead_lettered_once_with_their_bytes_and_block_nothi
     );
 
     // Terminated, not redelivered.
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info("wa_realtime")
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
     assert_eq!(info.num_redelivered, 0);
     drop(rt);
 }
@@ -203,13 +197,7 @@ async fn company_id_serves_one_tenant_with_its_own_consumer() {
         .await;
     s.wait_count(WAIT, "SELECT count(*) FROM chats", 1).await;
     let durable = format!("wa_realtime_{}", s.tenant);
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info(&durable)
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", &durable).await;
     // nats-server 2.9 refuses `v1.*.*.<company>` on this stream (not a subset of its subjects):
     // the consumer then takes the whole stream and acknowledges other tenants' events unprocessed.
     assert!(
