@@ -9,9 +9,9 @@ use serde_json::Value;
 use wa_shared::model::{EventKind, Subject};
 
 use crate::content::{self, Content, NAMES};
+use crate::event::Event;
 use crate::producer::{self, ChatUpdate, Key, Message};
 use crate::rng::Rng;
-use crate::workload::Event;
 
 /// Chats an agent remembers; past this a new chat replaces a random old one.
 const MAX_PEERS: usize = 2000;

@@ -8,8 +8,8 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use wa_shared::model::EventKind;
 
+use crate::event::Event;
 use crate::report::Report;
-use crate::workload::Event;
 
 /// How much to publish, and how fast.
 #[derive(Debug, Clone)]

@@ -4,19 +4,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use bytes::Bytes;
-use wa_shared::model::{EventKind, TenantId};
+use wa_shared::model::TenantId;
 
 use crate::agent::Agent;
+use crate::event::Event;
 use crate::rng::Rng;
-
-/// One event to publish.
-#[derive(Debug, Clone)]
-pub struct Event {
-    pub kind: EventKind,
-    pub subject: String,
-    pub body: Bytes,
-}
 
 /// Which subjects a workload publishes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +118,8 @@ impl Iterator for Workload {
 mod tests {
     use std::collections::HashSet;
 
-    use wa_shared::model::{decode, Payload, Subject};
+    use bytes::Bytes;
+    use wa_shared::model::{decode, EventKind, Payload, Subject};
 
     use super::*;
 

@@ -28,14 +28,12 @@ pub async fn publish(js: &Context, subject: &str, body: impl Into<bytes::Bytes>)
 
 /// Waits until the stream exists (a function creates it at startup).
 pub async fn wait_for_stream(js: &Context, name: &str) {
-    let start = std::time::Instant::now();
-    while js.get_stream(name).await.is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "stream {name} never appeared"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::eventually(
+        Duration::from_secs(30),
+        &format!("stream {name}"),
+        || async { js.get_stream(name).await.ok().map(drop) },
+    )
+    .await;
 }
 
 /// One dead letter as stored in `dlq_stream`.

@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::functions::Function;
-use crate::servers::{free_port, TempDir};
+use crate::functions::{self, Function};
+use crate::servers::{free_port, wait_for_port, TempDir};
 use crate::stack::Stack;
 
 /// A local Lambda Runtime API with one function binary serving it.
@@ -46,14 +46,7 @@ impl LocalLambda {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn `cargo lambda watch` (pip install cargo-lambda)");
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "the Lambda emulator did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_port(port, "the Lambda emulator", Duration::from_secs(60));
         let mut env: Vec<(&str, String)> = vec![
             (
                 "AWS_LAMBDA_RUNTIME_API",
@@ -69,7 +62,7 @@ impl LocalLambda {
             env.retain(|(name, _)| name != k);
             env.push((k, v.to_string()));
         }
-        let function = Function::start(bin, &env);
+        let function = functions::start(bin, &env);
         LocalLambda {
             port,
             emulator,

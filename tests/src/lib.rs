@@ -1,24 +1,31 @@
 //! Test harness: real Postgres (and, for end-to-end tests, real NATS), fresh tenants per test,
 //! the producer fixtures, and helpers to build inbound events and read rows back.
+//!
+//! One fixture per tier, shared by every test of it: [`Fixture`] for the core against real
+//! Postgres, [`stack::Stack`] for the function binaries end to end (started through
+//! `wa-testkit`, which the benchmarks share).
 
 pub mod broker;
 pub mod expect;
+mod fixture;
 pub mod functions;
 pub mod lambda;
 pub mod servers;
 pub mod stack;
 pub mod workload;
 
+pub use fixture::Fixture;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
-use wa_shared::model::EventKind;
+use wa_shared::model::{EventKind, Subject, TenantId};
 use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
 
 /// The database tests write to (`TEST_DATABASE_URL`, default the local `test` database).
@@ -42,6 +49,20 @@ pub fn unique_tenant(prefix: &str) -> String {
         "{prefix}{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
+}
+
+/// The tenant's schema name (unquoted), as the library derives it.
+pub fn schema_name(tenant: &str) -> String {
+    tenant_id(tenant).schema_name()
+}
+
+/// The tenant's schema as a quoted SQL identifier, as the library derives it.
+pub fn schema_ident(tenant: &str) -> String {
+    tenant_id(tenant).schema_ident()
+}
+
+fn tenant_id(tenant: &str) -> TenantId {
+    TenantId::parse(tenant).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The producer fixtures shipped with the repo.
@@ -83,7 +104,7 @@ impl Events {
 
     /// A new stream message (fresh sequence) for `kind` with this body.
     pub fn event(&self, kind: EventKind, body: impl Into<Bytes>) -> InboundEvent {
-        self.on_subject(&format!("{}.{}", kind.base(), self.tenant), body)
+        self.on_subject(&Subject::format(kind, &self.tenant), body)
     }
 
     pub fn json(&self, kind: EventKind, body: Value) -> InboundEvent {
@@ -152,8 +173,7 @@ pub async fn run_ok(p: &Processor, events: &[InboundEvent]) {
 /// Rows of `sql` (run with the tenant's schema on the search path) as JSON objects.
 pub async fn rows(pool: &PgPool, tenant: &str, sql: &str) -> Vec<Value> {
     let mut conn = pool.acquire().await.expect("connection");
-    let schema = format!("\"daisi_{}\"", tenant.to_ascii_lowercase());
-    sqlx::query(&format!("SET search_path TO {schema}"))
+    sqlx::query(&format!("SET search_path TO {}", schema_ident(tenant)))
         .execute(&mut *conn)
         .await
         .expect("search_path");
@@ -185,6 +205,24 @@ pub async fn snapshot(pool: &PgPool, tenant: &str) -> Value {
     serde_json::json!({"chats": chats, "messages": messages, "contacts": contacts, "agents": agents})
 }
 
+/// Holds an ACCESS EXCLUSIVE lock on the tenant's `table` until the returned transaction ends.
+pub async fn lock_table(
+    pool: &PgPool,
+    tenant: &str,
+    table: &str,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut locker = pool.begin().await.expect("begin");
+    let sql = format!(
+        "LOCK TABLE {}.{table} IN ACCESS EXCLUSIVE MODE",
+        schema_ident(tenant)
+    );
+    sqlx::query(&sql)
+        .execute(&mut *locker)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    locker
+}
+
 /// Whether a schema exists.
 pub async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
@@ -194,21 +232,20 @@ pub async fn schema_exists(pool: &PgPool, schema: &str) -> bool {
         .expect("query")
 }
 
-/// Polls `check` until it returns `Some`, or panics after `deadline`.
+/// Polls `check` until it returns `Some`, or panics after `deadline` (the one poller of
+/// `wa-testkit`).
 pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            start.elapsed() < deadline,
-            "timed out after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let found = wa_testkit::poll(deadline, || {
+        let look = check();
+        async move { Ok::<_, std::convert::Infallible>(look.await) }
+    })
+    .await;
+    match found {
+        Ok(Some(v)) => v,
+        _ => panic!("timed out after {deadline:?} waiting for {what}"),
     }
 }

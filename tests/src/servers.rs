@@ -1,48 +1,24 @@
 //! Private servers for tests that stop and restart them: a `nats-server` with its own store
 //! directory, a Postgres cluster in a temporary directory, each on a free port.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use wa_testkit::TempDir;
+
+const PORT_WITHIN: Duration = Duration::from_secs(30);
+
 /// A free TCP port on the loopback interface.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
+    wa_testkit::free_port().expect("bind")
 }
 
-/// A temporary directory removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> Self {
-        let path = std::env::temp_dir().join(format!("{prefix}-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
+/// Waits (blocking) until something listens on `port`.
+pub fn wait_for_port(port: u16, what: &str, within: Duration) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{what} did not open port {port}"
-        );
+        assert!(start.elapsed() < within, "{what} did not open port {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -88,7 +64,7 @@ impl PrivateNats {
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        wait_for_port(self.port, "nats-server");
+        wait_for_port(self.port, "nats-server", PORT_WITHIN);
     }
 
     /// Stops the server (SIGKILL: as abrupt as a crash).
@@ -189,7 +165,7 @@ impl PrivatePostgres {
             .expect("pg_ctl start");
         assert!(status.success(), "pg_ctl start failed");
         self.running = true;
-        wait_for_port(self.port, "postgres");
+        wait_for_port(self.port, "postgres", PORT_WITHIN);
     }
 
     /// Stops the server immediately (connections are cut, like a crash of the database).

@@ -1,15 +1,17 @@
 //! One end-to-end test's world: a private NATS, the test database, a fresh tenant, and the
 //! function binaries started against them.
 
-use async_nats::jetstream::Context;
+use std::time::Duration;
+
+use async_nats::jetstream::{consumer, Context};
 use serde_json::Value;
 use sqlx::PgPool;
-use wa_shared::model::EventKind;
+use wa_shared::model::{EventKind, Subject};
 
 use crate::broker::{self, StoredDeadLetter};
-use crate::functions::Function;
+use crate::functions::{self, Function, READY_WITHIN};
 use crate::servers::PrivateNats;
-use crate::{database_url, fixture_lines, pool, unique_tenant};
+use crate::{database_url, eventually, fixture_lines, pool, schema_ident, unique_tenant};
 
 pub struct Stack {
     pub nats: PrivateNats,
@@ -34,10 +36,7 @@ impl Stack {
 
     /// Creates the streams the way the functions do, so events can be published first.
     pub async fn create_streams(&self) {
-        for spec in wa_shared::transport::streams::stream_specs(
-            1,
-            std::time::Duration::from_secs(7 * 86400),
-        ) {
+        for spec in wa_shared::transport::streams::stream_specs(1, Duration::from_secs(7 * 86400)) {
             wa_shared::transport::streams::ensure_stream(&self.js, &spec)
                 .await
                 .expect("create stream");
@@ -60,13 +59,13 @@ impl Stack {
             env.retain(|(name, _)| name != k);
             env.push((k, v.to_string()));
         }
-        let f = Function::start(bin, &env);
-        f.wait_ready().await;
+        let mut f = functions::start(bin, &env);
+        f.wait_ready(READY_WITHIN).await.unwrap();
         f
     }
 
     pub fn subject(&self, kind: EventKind) -> String {
-        format!("{}.{}", kind.base(), self.tenant)
+        Subject::format(kind, &self.tenant)
     }
 
     pub async fn publish(&self, kind: EventKind, body: Value) -> u64 {
@@ -105,17 +104,47 @@ impl Stack {
 
     /// Dead letters stored for this tenant.
     pub async fn dead_letters(&self) -> Vec<StoredDeadLetter> {
-        broker::dead_letters(&self.js, &format!("v1.dlq.{}", self.tenant)).await
+        broker::dead_letters(&self.js, &Subject::dead_letter(&self.tenant)).await
+    }
+
+    /// Waits until the durable consumer `durable` of `stream` has nothing pending or unacknowledged.
+    pub async fn wait_settled(&self, within: Duration, stream: &str, durable: &str) {
+        let what = format!("{durable} on {stream} to settle");
+        eventually(within, &what, || async {
+            (broker::consumer_backlog(&self.js, stream, durable).await? == (0, 0)).then_some(())
+        })
+        .await;
+    }
+
+    /// The state of the durable consumer `durable` of `stream`, which must exist.
+    pub async fn consumer_info(&self, stream: &str, durable: &str) -> consumer::Info {
+        self.js
+            .get_stream(stream)
+            .await
+            .expect("stream")
+            .consumer_info(durable)
+            .await
+            .expect("consumer")
+    }
+
+    /// Waits until the count `sql` (see [`Stack::count`]) is `n`.
+    pub async fn wait_count(&self, within: Duration, sql: &str, n: i64) {
+        eventually(within, &format!("{sql} to be {n}"), || async {
+            (self.count(sql).await == n).then_some(())
+        })
+        .await;
     }
 
     /// A count from the tenant's schema, or 0 while the schema does not exist.
     pub async fn count(&self, sql: &str) -> i64 {
-        let schema = format!("\"daisi_{}\"", self.tenant.to_ascii_lowercase());
         let mut conn = self.pool.acquire().await.expect("conn");
-        if sqlx::query(&format!("SET search_path TO {schema}"))
-            .execute(&mut *conn)
-            .await
-            .is_err()
+        if sqlx::query(&format!(
+            "SET search_path TO {}",
+            schema_ident(&self.tenant)
+        ))
+        .execute(&mut *conn)
+        .await
+        .is_err()
         {
             return 0;
         }

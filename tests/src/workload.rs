@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_nats::jetstream::Context;
 use serde_json::{json, Value};
 use sqlx::PgPool;
-use wa_shared::model::EventKind;
+use wa_shared::model::{EventKind, Subject};
 
 use crate::rows;
 
@@ -74,20 +74,7 @@ impl Workload {
 
     /// Publishes every event for `tenant`, pipelined, waiting for all stream acks.
     pub async fn publish(&self, js: &Context, tenant: &str) {
-        for chunk in self.events.chunks(500) {
-            let mut acks = Vec::with_capacity(chunk.len());
-            for (kind, body) in chunk {
-                let subject = format!("{}.{tenant}", kind.base());
-                acks.push(
-                    js.publish(subject, serde_json::to_vec(body).expect("json").into())
-                        .await
-                        .expect("publish"),
-                );
-            }
-            for ack in acks {
-                ack.await.expect("stored");
-            }
-        }
+        publish(js, tenant, &self.events).await
     }
 
     /// Asserts the tenant's rows equal the exactly-once result.
@@ -122,5 +109,24 @@ impl Workload {
                 })
                 .collect();
         assert_eq!(status, self.status, "message statuses differ");
+    }
+}
+
+/// Publishes `events` (a workload's, or part of them) for `tenant`, pipelined, waiting for all
+/// stream acks.
+pub async fn publish(js: &Context, tenant: &str, events: &[(EventKind, Value)]) {
+    for chunk in events.chunks(500) {
+        let mut acks = Vec::with_capacity(chunk.len());
+        for (kind, body) in chunk {
+            let subject = Subject::format(*kind, tenant);
+            acks.push(
+                js.publish(subject, serde_json::to_vec(body).expect("json").into())
+                    .await
+                    .expect("publish"),
+            );
+        }
+        for ack in acks {
+            ack.await.expect("stored");
+        }
     }
 }

@@ -8,6 +8,7 @@ use wa_integration_tests::functions::binary;
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
+use wa_shared::model::Subject;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -49,10 +50,7 @@ async fn a_transient_failure_is_retried_on_schedule_then_exhausted_once() {
         (!r.is_empty()).then_some(r)
     })
     .await;
-    eventually(WAIT, "the DLQ consumer to settle", || async {
-        (consumer_backlog(&s.js, "dlq_stream", "wa_dlq_retry").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_settled(WAIT, "dlq_stream", "wa_dlq_retry").await;
     let rows_after = exhausted(&s).await;
     assert_eq!(rows_after.len(), 1, "{rows_after:?}");
     let r = &rows[0];
@@ -85,17 +83,9 @@ async fn a_retry_succeeds_when_the_cause_goes_away_and_records_nothing() {
         json!({"message_id": "late", "chat_id": "AG_628", "flow": "OUT", "status": "1"}),
     )
     .await;
-    eventually(WAIT, "the update applied by dlq-retry", || async {
-        (s.count("SELECT count(*) FROM messages WHERE status = '4'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
-    eventually(WAIT, "the DLQ consumer to settle", || async {
-        (consumer_backlog(&s.js, "dlq_stream", "wa_dlq_retry").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages WHERE status = '4'", 1)
+        .await;
+    s.wait_settled(WAIT, "dlq_stream", "wa_dlq_retry").await;
     assert!(exhausted(&s).await.is_empty());
 }
 
@@ -127,14 +117,14 @@ async fn dead_letters_of_two_tenants_end_in_their_own_schemas() {
     let _rt = a.start("wa-realtime", &[]).await;
     let _dlq = a.start("wa-dlq-retry", &[]).await;
     a.publish_raw(&a.subject(ContactUpsert), "not json A").await;
-    a.publish_raw(&format!("v1.contacts.upsert.{b_tenant}"), "not json B")
+    a.publish_raw(&Subject::format(ContactUpsert, &b_tenant), "not json B")
         .await;
     let b_rows = || async {
         rows(&a.pool, &b_tenant, "SELECT company_id, encode(original_payload_raw, 'escape') AS raw FROM exhausted_events").await
     };
     eventually(WAIT, "both recorded", || async {
         (a.count("SELECT count(*) FROM exhausted_events").await == 1
-            && schema_exists(&a.pool, &format!("daisi_{b_tenant}")).await
+            && schema_exists(&a.pool, &schema_name(&b_tenant)).await
             && b_rows().await.len() == 1)
             .then_some(())
     })
@@ -152,10 +142,13 @@ async fn invalid_tenants_and_unreadable_dead_letters_go_to_the_system_schema() {
     let _rt = s.start("wa-realtime", &[]).await;
     let _dlq = s.start("wa-dlq-retry", &[]).await;
     let marker = unique_tenant("m");
-    s.publish_raw(&format!("v1.chats.upsert.bad'{marker}"), "{}")
+    s.publish_raw(&Subject::format(ChatUpsert, &format!("bad'{marker}")), "{}")
         .await;
-    s.publish_raw(&format!("v1.dlq.{}", s.tenant), format!("garbage {marker}"))
-        .await;
+    s.publish_raw(
+        &Subject::dead_letter(&s.tenant),
+        format!("garbage {marker}"),
+    )
+    .await;
     let count = |pattern: String| {
         let pool = s.pool.clone();
         async move {
@@ -179,18 +172,8 @@ async fn a_failing_exhausted_write_keeps_the_dead_letter_until_it_succeeds() {
     // Make the tenant's schema exist, then lock its exhausted_events table.
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "the schema", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 1).then_some(())
-    })
-    .await;
-    let mut locker = s.pool.begin().await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE \"daisi_{}\".exhausted_events IN ACCESS EXCLUSIVE MODE",
-        s.tenant
-    ))
-    .execute(&mut *locker)
-    .await
-    .unwrap();
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
+    let locker = lock_table(&s.pool, &s.tenant, "exhausted_events").await;
 
     let _dlq = s
         .start("wa-dlq-retry", &[("DB_LOCK_TIMEOUT", "200ms")])
@@ -206,10 +189,7 @@ async fn a_failing_exhausted_write_keeps_the_dead_letter_until_it_succeeds() {
         (exhausted(&s).await.len() == 1).then_some(())
     })
     .await;
-    eventually(WAIT, "the DLQ consumer to settle", || async {
-        (consumer_backlog(&s.js, "dlq_stream", "wa_dlq_retry").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_settled(WAIT, "dlq_stream", "wa_dlq_retry").await;
     assert_eq!(exhausted(&s).await.len(), 1);
 }
 
@@ -241,9 +221,9 @@ async fn admin_lists_replays_once_and_resolves_exhausted_events() {
         .as_array()
         .unwrap()
         .iter()
-        .any(|e| e["id"] == id_num && e["schema"] == format!("daisi_{}", s.tenant)));
+        .any(|e| e["id"] == id_num && e["schema"] == schema_name(&s.tenant)));
     let (ok, out, _) = admin(&s, &["tenants"]);
-    assert!(ok && out.contains(&format!("daisi_{}", s.tenant)), "{out}");
+    assert!(ok && out.contains(&schema_name(&s.tenant)), "{out}");
 
     // Fix the cause (the message arrives), then replay: the update lands.
     s.publish(
@@ -251,20 +231,12 @@ async fn admin_lists_replays_once_and_resolves_exhausted_events() {
         json!({"message_id": "m1", "chat_id": "AG_628", "flow": "OUT", "status": "1"}),
     )
     .await;
-    eventually(WAIT, "the message", || async {
-        (s.count("SELECT count(*) FROM messages").await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages", 1).await;
     let (ok, _, err) = admin(&s, &["exhausted", "replay", &id, "--tenant", &s.tenant]);
     assert!(ok, "{err}");
     assert!(err.contains("[1/1]"), "progress is shown: {err}");
-    eventually(WAIT, "the replayed update", || async {
-        (s.count("SELECT count(*) FROM messages WHERE status = '3'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages WHERE status = '3'", 1)
+        .await;
     // A second replay is refused.
     let (ok, _, err) = admin(&s, &["exhausted", "replay", &id, "--tenant", &s.tenant]);
     assert!(ok && err.contains("already replayed"), "{err}");
@@ -308,15 +280,12 @@ async fn replaying_an_exhausted_delta_twice_applies_it_once() {
     let _rt = s.start("wa-realtime", &[]).await;
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "the chat", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
     // An exhausted unread delta, as dlq-retry records it.
     sqlx::query(&format!(
-        "INSERT INTO \"daisi_{}\".exhausted_events (company_id, source_subject, error_type, last_error, retry_count, original_payload)
+        "INSERT INTO {}.exhausted_events (company_id, source_subject, error_type, last_error, retry_count, original_payload)
          VALUES ($1, $2, 'retry_exhausted', 'database was down', 5, '{{\"chat_id\":\"AG_1\",\"unread_count\":2}}')",
-        s.tenant
+        schema_ident(&s.tenant)
     ))
     .bind(&s.tenant)
     .bind(s.subject(ChatUpdate))
@@ -327,14 +296,9 @@ async fn replaying_an_exhausted_delta_twice_applies_it_once() {
     assert!(ok, "{err}");
     let (ok, _, err) = admin(&s, &["exhausted", "replay", "--tenant", &s.tenant]);
     assert!(ok, "{err}");
-    eventually(WAIT, "the replayed delta", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 2).then_some(())
-    })
-    .await;
-    eventually(WAIT, "nothing pending", || async {
-        (consumer_backlog(&s.js, "wa_events_stream", "wa_realtime").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 2).await;
+    s.wait_settled(WAIT, "wa_events_stream", "wa_realtime")
+        .await;
     assert_eq!(
         row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"],
         3

@@ -8,7 +8,7 @@ use wa_shared::model::{decode, EventKind, Payload, Subject};
 fn every_fixture_line_parses_and_validates() {
     let mut total = 0;
     for kind in EventKind::ALL {
-        let subject = Subject::parse(&format!("{}.CMP001", kind.base())).unwrap();
+        let subject = Subject::parse(&Subject::format(kind, "CMP001")).unwrap();
         for (n, line) in fixture_lines(kind, "CMP001").iter().enumerate() {
             let payload = decode(&subject, line.as_bytes(), 1 << 20)
                 .unwrap_or_else(|e| panic!("{} line {}: {e}", kind.base(), n + 1));
@@ -32,31 +32,25 @@ fn every_fixture_line_parses_and_validates() {
 /// All fixtures, batch by batch in the producer's order.
 #[tokio::test]
 async fn fixtures_land_as_the_contract_says() {
-    let pool = pool().await;
-    let tenant = unique_tenant("fx");
-    let ev = Events::new(&tenant);
-    let p = processor(&pool);
+    let f = Fixture::new("fx").await;
     for kind in FIXTURE_ORDER {
-        run_ok(&p, &ev.fixtures(kind)).await;
+        f.run_ok(&f.events.fixtures(kind)).await;
     }
 
-    assert_fixture_state(&pool, &tenant).await;
+    assert_fixture_state(&f.pool, &f.tenant).await;
 }
 
 #[tokio::test]
 async fn applying_the_same_batch_twice_leaves_identical_rows() {
-    let pool = pool().await;
-    let tenant = unique_tenant("twice");
-    let ev = Events::new(&tenant);
-    let p = processor(&pool);
-    let mut batch = Vec::new();
-    for kind in EventKind::ALL {
-        batch.extend(ev.fixtures(kind));
-    }
-    let first = run(&p, &batch).await;
-    let after_first = snapshot(&pool, &tenant).await;
+    let f = Fixture::new("twice").await;
+    let batch: Vec<_> = EventKind::ALL
+        .into_iter()
+        .flat_map(|kind| f.events.fixtures(kind))
+        .collect();
+    let first = f.run(&batch).await;
+    let after_first = snapshot(&f.pool, &f.tenant).await;
     let again: Vec<_> = batch.iter().map(redelivered).collect();
-    let second = run(&p, &again).await;
+    let second = f.run(&again).await;
     assert_eq!(first, second, "a redelivery has the same outcomes");
-    assert_eq!(after_first, snapshot(&pool, &tenant).await);
+    assert_eq!(after_first, snapshot(&f.pool, &f.tenant).await);
 }

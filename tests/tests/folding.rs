@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind;
-use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
+use wa_shared::pipeline::{InboundEvent, Outcome, Processor};
 
 const PHONE: &str = "5511900000001";
 
@@ -235,8 +235,7 @@ proptest! {
     fn a_batch_writes_what_its_events_write_one_by_one(ops in proptest::collection::vec(op(), 1..40)) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let pool = pool().await;
-            let p = Processor::new(pool.clone(), ProcessorSettings::default());
+            let f = Fixture::new("seq").await;
             // Receipts of messages created in the batch come after them, so none is retried.
             let mut created = std::collections::HashSet::from([0u8, 1, 2]);
             let ops: Vec<Op> = ops
@@ -248,22 +247,19 @@ proptest! {
                 })
                 .collect();
 
-            let sequential = unique_tenant("seq");
-            let ev = Events::new(&sequential);
-            all_acked(&p, &setup(&ev)).await;
+            all_acked(&f.processor, &setup(&f.events)).await;
             for o in &ops {
-                all_acked(&p, &[event(&ev, o)]).await;
+                all_acked(&f.processor, &[event(&f.events, o)]).await;
             }
 
-            let batched = unique_tenant("batch");
-            let ev = Events::new(&batched);
-            all_acked(&p, &setup(&ev)).await;
-            let batch: Vec<_> = ops.iter().map(|o| event(&ev, o)).collect();
-            all_acked(&p, &batch).await;
+            let batched = f.other_tenant("batch");
+            all_acked(&f.processor, &setup(&batched)).await;
+            let batch: Vec<_> = ops.iter().map(|o| event(&batched, o)).collect();
+            all_acked(&f.processor, &batch).await;
 
             assert_eq!(
-                without_company(snapshot(&pool, &sequential).await),
-                without_company(snapshot(&pool, &batched).await),
+                without_company(snapshot(&f.pool, &f.tenant).await),
+                without_company(snapshot(&f.pool, &batched.tenant).await),
                 "{ops:#?}"
             );
         });

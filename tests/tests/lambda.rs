@@ -5,12 +5,12 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wa_integration_tests::broker::consumer_backlog;
 use wa_integration_tests::expect::assert_fixture_state;
+use wa_integration_tests::functions::HOLDING_WITHIN;
 use wa_integration_tests::lambda::{start_bridge, LocalLambda};
 use wa_integration_tests::servers::PrivatePostgres;
 use wa_integration_tests::stack::Stack;
-use wa_integration_tests::workload::Workload;
+use wa_integration_tests::workload::{self, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::Category;
 use wa_shared::model::EventKind::*;
@@ -19,10 +19,7 @@ const WAIT: Duration = Duration::from_secs(120);
 
 async fn settled(s: &Stack, consumers: &[(&str, &str)]) {
     for (stream, durable) in consumers {
-        eventually(WAIT, "the consumer to settle", || async {
-            (consumer_backlog(&s.js, stream, durable).await? == (0, 0)).then_some(())
-        })
-        .await;
+        s.wait_settled(WAIT, stream, durable).await;
     }
 }
 
@@ -39,10 +36,8 @@ async fn every_fixture_lands_through_the_bridge_and_lambda() {
     let _b1 = start_bridge(&s, "realtime", &rt, &[]).await;
     let _b2 = start_bridge(&s, "historical", &hist, &[]).await;
     let published = s.publish_fixtures().await as i64;
-    eventually(WAIT, "every fixture", || async {
-        (s.count("SELECT count(*) FROM inbox").await == published).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", published)
+        .await;
     settled(&s, BOTH).await;
     assert_fixture_state(&s.pool, &s.tenant).await;
     // The functions wrote their metrics as EMF log lines.
@@ -191,35 +186,19 @@ async fn a_failing_function_holds_the_batch_and_applies_it_once_after_recovery()
         .unwrap();
     let w = Workload::generate(400, 8, 31);
     let (head, tail) = w.events.split_at(100);
-    Workload {
-        events: head.to_vec(),
-        ..Workload::generate(0, 1, 1)
-    }
-    .publish(&s.js, &s.tenant)
-    .await;
-    eventually(WAIT, "the first events", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 100).then_some(())
-    })
-    .await;
+    workload::publish(&s.js, &s.tenant, head).await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 100).await;
     s.pool.close().await;
     pg.stop();
-    Workload {
-        events: tail.to_vec(),
-        ..Workload::generate(0, 1, 1)
-    }
-    .publish(&s.js, &s.tenant)
-    .await;
-    bridge.wait_until_holding().await;
+    workload::publish(&s.js, &s.tenant, tail).await;
+    bridge.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     pg.restart();
     s.pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&pg.url())
         .await
         .unwrap();
-    eventually(WAIT, "everything", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 400).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 400).await;
     settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
     w.assert_applied(&s.pool, &s.tenant).await;
     assert!(s.dead_letters().await.is_empty());
@@ -232,29 +211,16 @@ async fn a_timed_out_invocation_is_retried_and_applied_once() {
     let bridge = start_bridge(&s, "realtime", &rt, &[("BRIDGE_INVOKE_TIMEOUT", "1s")]).await;
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "the first event", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 1).then_some(())
-    })
-    .await;
-    let mut locker = s.pool.begin().await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE \"daisi_{}\".chats IN ACCESS EXCLUSIVE MODE",
-        s.tenant
-    ))
-    .execute(&mut *locker)
-    .await
-    .unwrap();
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
+    let locker = lock_table(&s.pool, &s.tenant, "chats").await;
     for _ in 0..5 {
         s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
             .await;
     }
     // Hold the lock until an invocation has timed out and the batch is held for a retry.
-    bridge.wait_until_holding().await;
+    bridge.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     locker.rollback().await.unwrap();
-    eventually(WAIT, "all six", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 6).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 6).await;
     settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
     assert_eq!(
         row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"],
@@ -275,13 +241,8 @@ async fn retry_and_dead_letter_answers_are_applied_to_exactly_those_messages() {
         json!({"message_id": "m1", "chat_id": "AG_628", "flow": "IN"}),
     )
     .await;
-    eventually(WAIT, "the retried update", || async {
-        (s.count("SELECT count(*) FROM messages WHERE status = '4'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages WHERE status = '4'", 1)
+        .await;
     settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
     let dead = s.dead_letters().await;
     assert_eq!(dead.len(), 1);
@@ -306,12 +267,9 @@ async fn killing_the_bridge_mid_invocation_loses_and_repeats_nothing() {
         })
         .await;
         bridge.kill9();
-        bridge.restart();
+        bridge.restart().unwrap();
     }
-    eventually(WAIT, "everything", || async {
-        (s.count("SELECT count(*) FROM inbox").await == 1500).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1500).await;
     settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
     w.assert_applied(&s.pool, &s.tenant).await;
 }

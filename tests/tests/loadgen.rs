@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use wa_integration_tests::broker::{self, consumer_backlog};
+use wa_integration_tests::broker;
 use wa_integration_tests::functions::binary;
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::*;
+use wa_shared::model::Subject;
 
 #[tokio::test]
 async fn generated_events_of_every_subject_land_without_dead_letters() {
@@ -50,14 +51,10 @@ async fn generated_events_of_every_subject_land_without_dead_letters() {
         ("wa_events_stream", "wa_realtime"),
         ("wa_history_events_stream", "wa_historical"),
     ] {
-        eventually(
-            Duration::from_secs(120),
-            "the generated events to settle",
-            || async { (consumer_backlog(&s.js, stream, durable).await? == (0, 0)).then_some(()) },
-        )
-        .await;
+        s.wait_settled(Duration::from_secs(120), stream, durable)
+            .await;
     }
-    let dead = broker::dead_letters(&s.js, "v1.dlq.>").await;
+    let dead = broker::dead_letters(&s.js, &Subject::dead_letter(">")).await;
     assert!(
         dead.is_empty(),
         "generated events were dead-lettered: {:?}",

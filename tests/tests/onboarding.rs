@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wa_integration_tests::broker::consumer_backlog;
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
@@ -16,11 +15,8 @@ fn incoming(id: &str, phone: &str, agent: &str) -> Value {
 }
 
 async fn settled(s: &Stack) {
-    eventually(WAIT, "onboarding to settle", || async {
-        (consumer_backlog(&s.js, "wa_events_stream", "wa_onboarding").await? == (0, 0))
-            .then_some(())
-    })
-    .await;
+    s.wait_settled(WAIT, "wa_events_stream", "wa_onboarding")
+        .await;
 }
 
 async fn log_and_contacts(s: &Stack) -> (Vec<Value>, Vec<Value>) {
@@ -40,10 +36,7 @@ async fn the_first_message_from_a_new_phone_onboards_it_once() {
     s.publish(MessageUpsert, first).await; // the same message again (redelivered or re-sent)
     s.publish(MessageUpsert, incoming("m2", "628111", "AG"))
         .await;
-    eventually(WAIT, "the contact", || async {
-        (s.count("SELECT count(*) FROM contacts").await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM contacts", 1).await;
     settled(&s).await;
     let (log, contacts) = log_and_contacts(&s).await;
     assert_eq!(
@@ -89,10 +82,7 @@ async fn known_phones_groups_lid_and_outgoing_messages_onboard_nothing() {
         json!({"agent_id": "OTHER", "phone_number": "628333", "push_name": "Known"}),
     )
     .await;
-    eventually(WAIT, "the known contact", || async {
-        (s.count("SELECT count(*) FROM contacts").await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM contacts", 1).await;
     let _onb = s.start("wa-onboarding", &[]).await;
     s.publish(MessageUpsert, incoming("known", "628333", "AG"))
         .await;
@@ -120,10 +110,7 @@ async fn campaigns_set_fields_on_creation_and_merge_into_existing_contacts() {
     new["campaign"] = json!({"is_campaign": true, "tags": "promo,june", "assigned_to": "sales-1", "origin": "Ads"});
     s.publish(MessageUpsert, new).await;
     s.publish(ContactUpsert, json!({"agent_id": "AG", "phone_number": "628666", "tags": "vip,promo", "assigned_to": "ana"})).await;
-    eventually(WAIT, "two contacts", || async {
-        (s.count("SELECT count(*) FROM contacts").await == 2).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM contacts", 2).await;
     let mut existing = incoming("c2", "628666", "AG");
     existing["campaign"] = json!({"is_campaign": true, "tags": "promo, june", "assigned_to": "sales-2", "origin": "Ads"});
     s.publish(MessageUpsert, existing).await;

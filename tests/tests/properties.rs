@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind;
-use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
+use wa_shared::pipeline::{InboundEvent, Outcome, Processor};
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -93,29 +93,24 @@ proptest! {
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            let pool = pool().await;
-            let settings = ProcessorSettings { max_deliver: 1_000_000, ..ProcessorSettings::default() };
-            let p = Processor::new(pool.clone(), settings);
+            let f = Fixture::with("ref", |s| s.max_deliver = 1_000_000).await;
             // Every message is upserted at some point, so every update can eventually land.
             let mut ops = ops;
             ops.extend((0..3).map(|msg| Op::Message { msg, status: 0 }));
 
-            let reference = unique_tenant("ref");
-            let ev = Events::new(&reference);
-            let in_order: VecDeque<_> = ops.iter().map(|o| event(&ev, o)).collect();
-            deliver(&p, in_order, &[1]).await;
+            let in_order: VecDeque<_> = ops.iter().map(|o| event(&f.events, o)).collect();
+            deliver(&f.processor, in_order, &[1]).await;
 
-            let shuffled = unique_tenant("shuf");
-            let ev = Events::new(&shuffled);
+            let ev = f.other_tenant("shuf");
             let once: Vec<_> = ops.iter().map(|o| event(&ev, o)).collect();
             let mut rng = Rng(seed);
             let mut messy: Vec<_> = once.iter().flat_map(|e| std::iter::repeat_n(e.clone(), 1 + rng.next(3))).collect();
             for i in (1..messy.len()).rev() {
                 messy.swap(i, rng.next(i + 1));
             }
-            deliver(&p, messy.into(), &sizes).await;
+            deliver(&f.processor, messy.into(), &sizes).await;
 
-            assert_eq!(projection(&pool, &reference).await, projection(&pool, &shuffled).await);
+            assert_eq!(projection(&f.pool, &f.tenant).await, projection(&f.pool, &ev.tenant).await);
         });
     }
 }

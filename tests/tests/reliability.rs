@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use serde_json::json;
-use wa_integration_tests::broker::consumer_backlog;
+use wa_integration_tests::functions::{HOLDING_WITHIN, READY_WITHIN};
 use wa_integration_tests::servers::PrivatePostgres;
 use wa_integration_tests::stack::Stack;
-use wa_integration_tests::workload::Workload;
+use wa_integration_tests::workload::{self, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
 
@@ -23,10 +23,8 @@ async fn wait_all_applied(s: &Stack, w: &Workload) {
         (inbox_count(s).await == n).then_some(())
     })
     .await;
-    eventually(WAIT, "every message settled", || async {
-        (consumer_backlog(&s.js, "wa_events_stream", "wa_realtime").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_settled(WAIT, "wa_events_stream", "wa_realtime")
+        .await;
     w.assert_applied(&s.pool, &s.tenant).await;
     assert!(
         s.dead_letters().await.is_empty(),
@@ -49,7 +47,7 @@ async fn kill_9_mid_stream_then_restart_applies_every_event_exactly_once() {
         .await;
         rt.kill9();
         at_kill.push(inbox_count(&s).await);
-        rt.restart();
+        rt.restart().unwrap();
     }
     eprintln!("applied at each kill: {at_kill:?}");
     assert!(
@@ -82,7 +80,7 @@ async fn sigterm_under_load_exits_0_and_loses_or_repeats_nothing() {
         (inbox_count(&s).await >= 500).then_some(())
     })
     .await;
-    let status = rt.terminate(Duration::from_secs(20));
+    let status = rt.terminate(Duration::from_secs(20)).await.unwrap();
     assert_eq!(
         status.code(),
         Some(0),
@@ -91,7 +89,7 @@ async fn sigterm_under_load_exits_0_and_loses_or_repeats_nothing() {
     );
     let done = inbox_count(&s).await;
     assert!(done < 3000, "stopped mid-stream ({done})");
-    rt.restart();
+    rt.restart().unwrap();
     wait_all_applied(&s, &w).await;
 }
 
@@ -99,23 +97,16 @@ async fn sigterm_under_load_exits_0_and_loses_or_repeats_nothing() {
 async fn a_nats_restart_resumes_consumption_and_loses_nothing() {
     let mut s = Stack::new("natsrs").await;
     let first = Workload::generate(400, 10, 17);
-    let rt = s.start("wa-realtime", &[]).await;
+    let mut rt = s.start("wa-realtime", &[]).await;
     first.publish(&s.js, &s.tenant).await;
-    eventually(WAIT, "first half", || async {
-        (inbox_count(&s).await == 400).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 400).await;
     s.nats.stop();
     s.nats.restart();
-    rt.wait_ready().await;
+    rt.wait_ready(READY_WITHIN).await.unwrap();
     s.js = wa_integration_tests::broker::jetstream(&s.nats.url()).await;
     // The second half continues the same chats and messages.
     let both = Workload::generate(800, 10, 17);
-    let second = Workload {
-        events: both.events[400..].to_vec(),
-        ..Workload::generate(0, 1, 1)
-    };
-    second.publish(&s.js, &s.tenant).await;
+    workload::publish(&s.js, &s.tenant, &both.events[400..]).await;
     wait_all_applied(&s, &both).await;
 }
 
@@ -132,26 +123,13 @@ async fn a_postgres_outage_dead_letters_nothing_and_everything_lands_after_recov
     let w = Workload::generate(600, 10, 19);
     let rt = s.start("wa-realtime", &[("BATCH_SIZE", "50")]).await;
     let (head, tail) = w.events.split_at(200);
-    Workload {
-        events: head.to_vec(),
-        ..Workload::generate(0, 1, 1)
-    }
-    .publish(&s.js, &s.tenant)
-    .await;
-    eventually(WAIT, "events before the outage", || async {
-        (inbox_count(&s).await == 200).then_some(())
-    })
-    .await;
+    workload::publish(&s.js, &s.tenant, head).await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 200).await;
     s.pool.close().await;
 
     pg.stop();
-    Workload {
-        events: tail.to_vec(),
-        ..Workload::generate(0, 1, 1)
-    }
-    .publish(&s.js, &s.tenant)
-    .await;
-    rt.wait_until_holding().await;
+    workload::publish(&s.js, &s.tenant, tail).await;
+    rt.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     assert_eq!(
         rt.get("/ready").await.map(|r| r.0),
         Some(503),
@@ -175,30 +153,17 @@ async fn a_long_table_lock_holds_batches_until_it_is_released() {
         .await;
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "the first event", || async {
-        (inbox_count(&s).await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
 
-    let mut locker = s.pool.begin().await.unwrap();
-    sqlx::query(&format!(
-        "LOCK TABLE \"daisi_{}\".chats IN ACCESS EXCLUSIVE MODE",
-        s.tenant
-    ))
-    .execute(&mut *locker)
-    .await
-    .unwrap();
+    let locker = lock_table(&s.pool, &s.tenant, "chats").await;
     for _ in 0..20 {
         s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
             .await;
     }
-    rt.wait_until_holding().await;
+    rt.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     locker.rollback().await.unwrap();
 
-    eventually(WAIT, "everything after the lock", || async {
-        (inbox_count(&s).await == 21).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 21).await;
     assert_eq!(
         row(&s.pool, &s.tenant, "SELECT unread_count FROM chats").await["unread_count"],
         21
@@ -225,17 +190,17 @@ async fn streams_are_reconciled_and_their_backlog_is_consumed() {
     let config = stream.info().await.unwrap().config.clone();
     assert_eq!(config.max_age, Duration::from_secs(30 * 86400));
     assert_eq!(config.subjects.len(), 7, "{:?}", config.subjects);
-    eventually(WAIT, "the backlog", || async {
-        (inbox_count(&s).await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
 }
 
 #[tokio::test]
 async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuration() {
     let s = Stack::new("cfgchg").await;
     let mut rt = s.start("wa-realtime", &[]).await;
-    assert_eq!(rt.terminate(Duration::from_secs(20)).code(), Some(0));
+    assert_eq!(
+        rt.terminate(Duration::from_secs(20)).await.unwrap().code(),
+        Some(0)
+    );
     let w = Workload::generate(300, 5, 23);
     w.publish(&s.js, &s.tenant).await;
     let rt2 = s
@@ -245,13 +210,7 @@ async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuratio
         )
         .await;
     wait_all_applied(&s, &w).await;
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info("wa_realtime")
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
     assert_eq!(info.config.max_deliver, 7);
     assert_eq!(info.config.backoff.len(), 3);
     drop(rt2);

@@ -8,6 +8,7 @@ use wa_integration_tests::expect::{assert_fixture_state, FIXTURE_MESSAGES};
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
+use wa_shared::model::Subject;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -50,17 +51,14 @@ async fn poison_messages_are_dead_lettered_once_with_their_bytes_and_block_nothi
     let empty = s.publish_raw(&subject, "").await;
     let oversized = s.publish_raw(&subject, vec![b'x'; 5000]).await;
     let wrong = s.publish(MessageUpsert, json!({"message_id": "w", "chat_id": "AG_628", "flow": "IN", "company_id": "SOMEONE_ELSE"})).await;
-    let invalid = s.publish_raw("v1.messages.upsert.bad'id", good("x")).await;
+    let invalid = s
+        .publish_raw(&Subject::format(MessageUpsert, "bad'id"), good("x"))
+        .await;
     s.publish_raw(&subject, good("m2")).await;
 
-    eventually(WAIT, "the good messages", || async {
-        (s.count("SELECT count(*) FROM messages").await == 2).then_some(())
-    })
-    .await;
-    eventually(WAIT, "every message settled", || async {
-        (consumer_backlog(&s.js, "wa_events_stream", "wa_realtime").await? == (0, 0)).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages", 2).await;
+    s.wait_settled(WAIT, "wa_events_stream", "wa_realtime")
+        .await;
 
     let dead = s.dead_letters().await;
     let by_seq = |seq: u64| {
@@ -109,7 +107,7 @@ async fn poison_messages_are_dead_lettered_once_with_their_bytes_and_block_nothi
     assert_eq!(w["error_type"], "tenant");
     assert_eq!(w["original_payload"]["company_id"], "SOMEONE_ELSE");
 
-    let invalid_dead = broker::dead_letters(&s.js, "v1.dlq._invalid").await;
+    let invalid_dead = broker::dead_letters(&s.js, Subject::INVALID_TENANT_DLQ).await;
     assert_eq!(invalid_dead.len(), 1, "{invalid_dead:?}");
     assert_eq!(
         invalid_dead[0].msg_id.as_deref(),
@@ -122,13 +120,7 @@ async fn poison_messages_are_dead_lettered_once_with_their_bytes_and_block_nothi
     );
 
     // Terminated, not redelivered.
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info("wa_realtime")
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
     assert_eq!(info.num_redelivered, 0);
     drop(rt);
 }
@@ -152,13 +144,8 @@ async fn an_update_published_before_its_message_lands_once_the_message_arrives()
         json!({"message_id": "m1", "chat_id": "AG_628", "flow": "OUT", "status": "1"}),
     )
     .await;
-    eventually(WAIT, "the status from the early update", || async {
-        (s.count("SELECT count(*) FROM messages WHERE status = '4'")
-            .await
-            == 1)
-            .then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages WHERE status = '4'", 1)
+        .await;
     assert!(s.dead_letters().await.is_empty());
 }
 
@@ -181,10 +168,7 @@ async fn history_batches_with_a_bad_item_dead_letter_that_item_alone() {
         (!d.is_empty()).then_some(d)
     })
     .await;
-    eventually(WAIT, "two contacts", || async {
-        (s.count("SELECT count(*) FROM contacts").await == 2).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM contacts", 2).await;
     let dead = s.dead_letters().await;
     assert_eq!(dead.len(), 1);
     assert_eq!(
@@ -205,24 +189,15 @@ async fn company_id_serves_one_tenant_with_its_own_consumer() {
     let other = unique_tenant("other");
     let _rt = s.start("wa-realtime", &[("COMPANY_ID", &s.tenant)]).await;
     s.publish_raw(
-        &format!("v1.chats.update.{other}"),
+        &Subject::format(ChatUpdate, &other),
         r#"{"chat_id":"AG_1","unread_count":1}"#,
     )
     .await;
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 1}))
         .await;
-    eventually(WAIT, "own tenant's event", || async {
-        (s.count("SELECT count(*) FROM chats").await == 1).then_some(())
-    })
-    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM chats", 1).await;
     let durable = format!("wa_realtime_{}", s.tenant);
-    let info =
-        s.js.get_stream("wa_events_stream")
-            .await
-            .unwrap()
-            .consumer_info(&durable)
-            .await
-            .unwrap();
+    let info = s.consumer_info("wa_events_stream", &durable).await;
     // nats-server 2.9 refuses `v1.*.*.<company>` on this stream (not a subset of its subjects):
     // the consumer then takes the whole stream and acknowledges other tenants' events unprocessed.
     assert!(
@@ -232,7 +207,7 @@ async fn company_id_serves_one_tenant_with_its_own_consumer() {
     );
     assert_eq!(info.num_pending, 0);
     assert!(
-        !schema_exists(&s.pool, &format!("daisi_{other}")).await,
+        !schema_exists(&s.pool, &schema_name(&other)).await,
         "the other tenant is not served"
     );
 }

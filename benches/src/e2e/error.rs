@@ -20,6 +20,13 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// What a function (started through `wa-testkit`) did not do.
+impl From<wa_testkit::Error> for Error {
+    fn from(e: wa_testkit::Error) -> Self {
+        Error(e.to_string())
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Says what was being done when an error happened.

@@ -9,7 +9,9 @@
 //! 3. [`throughput`]: `wa-realtime` consuming events published flat out;
 //! 4. [`latency`]: publish→commit latency at a fixed rate;
 //! 5. [`throughput`] again: `wa-historical` consuming history batches;
-//! 6. peak RSS of each function ([`function`]).
+//! 6. peak RSS of each function.
+//!
+//! The functions run as child processes through `wa-testkit`, the spawner the tests use too.
 //!
 //! What was committed is read from the tenants' inbox tables ([`commits`]). [`results`] holds
 //! the numbers and targets, [`table`] and [`chart`] render them and [`output`] writes them,
@@ -18,7 +20,6 @@
 pub mod chart;
 pub mod commits;
 pub mod error;
-pub mod function;
 pub mod latency;
 pub mod machine;
 pub mod output;
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use wa_shared::model::EventKind;
 use wa_shared::transport::streams::{DLQ_STREAM, HISTORY_STREAM, REALTIME_STREAM};
+use wa_testkit::{Function, Launch};
 
 pub use error::{Error, Result};
 pub use output::write_report;
@@ -47,12 +49,13 @@ pub use settings::Settings;
 use crate::{publish, Event, Mix, PublishSettings, Workload, WorkloadSettings};
 use commits::Inboxes;
 use error::Context;
-use function::Function;
 use machine::Machine;
 
 const READY_WITHIN: Duration = Duration::from_secs(60);
 const WARMUP_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(30);
+/// How long a function stopped by a failing benchmark (the guard's drop) has to exit.
+const STOP_ON_DROP: Duration = Duration::from_secs(10);
 
 /// Starts functions warmed up: ready, their tenants' schemas made by a few events, and the
 /// database checkpointed, so that a timed phase measures steady writing.
@@ -67,7 +70,13 @@ struct Warm<'a> {
 
 impl Warm<'_> {
     async fn start(&self, name: &str, stream: &str, warmup: &[Event]) -> Result<Function> {
-        let mut function = Function::start(self.bin_dir, name, self.env, self.logs)?;
+        let mut function = Launch::new(self.bin_dir.join(name))
+            .log_level("warn")
+            .env([("LOG_FORMAT", "json")])
+            .env(self.env.iter().cloned())
+            .log_dir(self.logs)
+            .terminate_on_drop(STOP_ON_DROP)
+            .start()?;
         function.wait_ready(READY_WITHIN).await?;
         publish_all(self.js, warmup).await?;
         self.inboxes
@@ -86,11 +95,7 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
     let bin_dir = match &settings.bin_dir {
         Some(dir) => dir.clone(),
-        None => std::env::current_exe()
-            .context("locating this executable")?
-            .parent()
-            .context("this executable has no directory")?
-            .to_owned(),
+        None => wa_testkit::bin_dir()?,
     };
     for name in ["wa-realtime", "wa-historical"] {
         if !bin_dir.join(name).is_file() {
