@@ -16,28 +16,23 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration, in order. Files live in the workspace's `migrations/` directory.
+/// A migration from its file in the workspace's `migrations/` directory, `<version>_<name>.sql`.
+macro_rules! migration {
+    ($version:literal, $file:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            sql: include_str!(concat!("../../../migrations/", $file, "_", $name, ".sql")),
+        }
+    };
+}
+
+/// Every migration, in order.
 pub static MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "tenant_tables",
-        sql: include_str!("../../../migrations/0001_tenant_tables.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "exhausted_event_keys",
-        sql: include_str!("../../../migrations/0002_exhausted_event_keys.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "exhausted_event_digest",
-        sql: include_str!("../../../migrations/0003_exhausted_event_digest.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "inbox_publish_time",
-        sql: include_str!("../../../migrations/0004_inbox_publish_time.sql"),
-    },
+    migration!(1, "0001", "tenant_tables"),
+    migration!(2, "0002", "exhausted_event_keys"),
+    migration!(3, "0003", "exhausted_event_digest"),
+    migration!(4, "0004", "inbox_publish_time"),
 ];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
