@@ -74,7 +74,7 @@ pub fn exit(bin: &str, result: Result<(), StartupError>) -> ExitCode {
 /// A Postgres pool that connects on demand (an unreachable database holds batches, it does
 /// not stop the process).
 pub fn lazy_pool(db: &DbSettings) -> Result<PgPool, StartupError> {
-    crate::store::connect_lazy(db).map_err(StartupError::Database)
+    crate::store::connect_lazy(db.url.expose(), db.pool_size).map_err(StartupError::Database)
 }
 
 /// A process that has started: signals watched, `/health` served, NATS connected.

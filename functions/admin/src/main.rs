@@ -11,7 +11,6 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::PgPool;
 use wa_shared::model::{InvalidTenant, TenantId};
 use wa_shared::settings::vars::{DbVars, NatsVars};
-use wa_shared::settings::DbSettings;
 use wa_shared::store::counts::table_counts;
 use wa_shared::store::exhausted::{self, Exhausted, Filter, Home};
 use wa_shared::store::schema::{self, tenant_schemas};
@@ -170,11 +169,7 @@ async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> anyhow::Result<Vec<S
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let db = DbSettings {
-        url: cli.db.url().clone(),
-        pool_size: 2,
-    };
-    let pool = wa_shared::store::connect(&db)
+    let pool = wa_shared::store::connect(cli.db.url().expose(), 2)
         .await
         .context("DATABASE_URL")?;
     match cli.command {

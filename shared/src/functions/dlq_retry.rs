@@ -10,12 +10,12 @@ use tracing::{error, info};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
-use crate::pipeline::failure::{classify, DbFailure};
 use crate::pipeline::{
     DeadLetter, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, RetryPolicy,
     Unavailable,
 };
 use crate::store::exhausted::{self, Home, NewExhausted};
+use crate::store::failure::{classify, DbFailure};
 use crate::store::{SchemaError, Schemas};
 use crate::transport::streams::DLQ_STREAM;
 

@@ -11,10 +11,10 @@ use tracing::{debug, info, warn};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::model::{decode, Campaign, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
-use crate::pipeline::failure::{classify, DbFailure};
 use crate::pipeline::{
     Handler, InboundEvent, Outcome, ProcessorSettings, RetryPolicy, Unavailable,
 };
+use crate::store::failure::{classify, DbFailure};
 use crate::store::onboarding::{self as store, CampaignUpdate, NewOnboarding};
 use crate::store::{tenant_tx, SchemaError, Schemas, TenantTx};
 use crate::transport::streams::REALTIME_STREAM;

@@ -4,9 +4,7 @@
 //! * [`tenant_write`]: one tenant's events in one transaction, refused events isolated.
 //! * [`plan`]: a tenant's events as rounds of set-based writes.
 //! * [`inbound`]: events in, outcomes out; [`retry`]: retry or dead-letter a transient failure.
-//! * [`failure`]: what a database error means for the events in it.
 
-pub mod failure;
 pub mod inbound;
 pub mod plan;
 pub mod process;

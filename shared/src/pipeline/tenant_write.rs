@@ -10,10 +10,10 @@ use crate::model::{ErrorType, Payload, TenantId};
 use crate::store::inbox::{self, StreamKey};
 use crate::store::{tenant_tx, SchemaError, TenantTx};
 
-use super::failure::{classify, DbFailure};
 use super::inbound::{DeadLetter, InboundEvent, Outcome};
 use super::plan::{Decoded, Plan};
 use super::process::{Processor, Unavailable};
+use crate::store::failure::{classify, DbFailure};
 
 /// Whether a tenant's schema is ready for its events.
 enum Prepared {

@@ -7,6 +7,7 @@
 //! * [`schema`]: tenant schemas, migrations, monthly message partitions.
 //! * [`chats`], [`chat_ensure`], [`unread`], [`messages`], [`contacts`], [`agents`]: per-table writes.
 //! * [`inbox`]: which stream messages already had their effects committed.
+//! * [`failure`]: what a database error means for the events of a write (the one classifier).
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
 //! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
 
@@ -16,6 +17,7 @@ pub mod chats;
 pub mod contacts;
 pub mod counts;
 pub mod exhausted;
+pub mod failure;
 pub mod inbox;
 pub mod messages;
 pub mod onboarding;
@@ -31,24 +33,22 @@ use sqlx::PgPool;
 
 use std::time::Duration;
 
-use crate::settings::DbSettings;
-
-/// Connects a pool of `db.pool_size` connections now (an unreachable database is an error
-/// here, not at the first query).
-pub async fn connect(db: &DbSettings) -> Result<PgPool, sqlx::Error> {
+/// Connects a pool of `pool_size` connections now (an unreachable database is an error here,
+/// not at the first query).
+pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(db.pool_size)
-        .connect(db.url.expose())
+        .max_connections(pool_size)
+        .connect(url)
         .await
 }
 
 /// A pool that connects on demand: an unreachable database holds batches, it does not stop
 /// the process. Waiting 5 s for a connection means the database is unavailable.
-pub fn connect_lazy(db: &DbSettings) -> Result<PgPool, sqlx::Error> {
+pub fn connect_lazy(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
-        .max_connections(db.pool_size)
+        .max_connections(pool_size)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(db.url.expose())
+        .connect_lazy(url)
 }
 
 /// Whether Postgres answers a trivial query.

@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::model::TenantId;
-use crate::pipeline::failure::{classify, DbFailure};
+use crate::store::failure::{classify, DbFailure};
 
 /// An open transaction on one tenant's schema (see [`begin`]). The per-table writes and the
 /// inbox take it, so a write cannot reach another tenant's schema or name the wrong company.
