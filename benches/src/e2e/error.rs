@@ -1,31 +1,9 @@
-//! The benchmark's one error type: what failed, with its cause, as a sentence for the operator.
+//! The benchmark's one error type — the test kit's: what failed, as a sentence for the operator —
+//! and a way to say what was being done when it happened.
 
 use std::fmt;
 
-/// A failed step of the benchmark.
-#[derive(Debug)]
-pub struct Error(String);
-
-impl Error {
-    pub fn new(message: impl Into<String>) -> Self {
-        Error(message.into())
-    }
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// What a function (started through `wa-testkit`) did not do.
-impl From<wa_testkit::Error> for Error {
-    fn from(e: wa_testkit::Error) -> Self {
-        Error(e.to_string())
-    }
-}
+pub use wa_testkit::Error;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -36,12 +14,12 @@ pub trait Context<T> {
 
 impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| Error(format!("{what}: {e}")))
+        self.map_err(|e| Error::new(format!("{what}: {e}")))
     }
 }
 
 impl<T> Context<T> for Option<T> {
     fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.ok_or_else(|| Error(what.to_string()))
+        self.ok_or_else(|| Error::new(what.to_string()))
     }
 }
