@@ -24,8 +24,13 @@ demo:
 lambda-local:
     bash scripts/lambda-local.sh
 
+# Install the test tools beyond cargo when missing: cargo-lambda and cfn-lint (from PyPI).
+tools:
+    command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
+    command -v cfn-lint >/dev/null 2>&1 || pip install --quiet cfn-lint
+
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
-test: stack reset-test-db
+test: stack tools reset-test-db
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
