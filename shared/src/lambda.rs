@@ -112,6 +112,7 @@ impl Record {
             stream_sequence: self.stream_sequence,
             consumer: self.consumer.clone().unwrap_or_default(),
             delivered: self.delivered,
+            attempt: self.delivered,
             published_at: self.published_at,
         })
     }

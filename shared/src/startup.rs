@@ -17,10 +17,12 @@ use crate::http::{self, Readiness};
 use crate::metrics::{install_prometheus, CloudWatchSink, EventMetrics};
 use crate::pipeline::Handler;
 use crate::settings::{DbSettings, MetricsSink, Settings};
-use crate::store::inbox;
+use crate::store::{attempts, inbox};
 use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
-use crate::transport::streams::{bind_consumer, ensure_stream, stream_specs, SetupError};
+use crate::transport::streams::{
+    bind_consumer, ensure_stream, stream_specs, SetupError, KEEPALIVE,
+};
 
 /// Why a process could not start.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +154,7 @@ pub async fn bind_runners<H: Handler>(
             batch_size: base.batch_size,
             batch_max_wait: base.batch_max_wait,
             batch_max_bytes: base.batch_max_bytes,
-            keepalive: keepalive(&spec.backoff),
+            keepalive: KEEPALIVE,
             only_tenant: base.company.clone(),
             max_deliver: b.settings.processor.max_deliver,
         };
@@ -169,11 +171,6 @@ pub async fn bind_runners<H: Handler>(
     info!(runners = runners.len(), "started");
     futures::future::join_all(runners.into_iter().map(|r| r.run(shutdown.clone()))).await;
     Ok(())
-}
-
-/// How often held messages get an in-progress ack: twice per ack wait (the first backoff step).
-fn keepalive(backoff: &[Duration]) -> Duration {
-    backoff.first().copied().unwrap_or(Duration::from_secs(30)) / 2
 }
 
 /// Runs a function as a standalone JetStream pull consumer until shutdown.
@@ -280,7 +277,8 @@ async fn setup(
     }
 }
 
-/// Forgets processed-message ids older than the retention, now and every six hours.
+/// Forgets processed-message ids and processing attempts older than the retention, now and
+/// every six hours.
 async fn prune_inboxes(pool: PgPool, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
     loop {
@@ -289,6 +287,11 @@ async fn prune_inboxes(pool: PgPool, retention: Duration) {
             Ok(n) if n > 0 => info!(rows = n, "pruned inbox rows"),
             Ok(_) => {}
             Err(e) => warn!(error = %e, "pruning inbox rows"),
+        }
+        match attempts::prune(&pool, retention).await {
+            Ok(n) if n > 0 => info!(rows = n, "pruned processing attempts"),
+            Ok(_) => {}
+            Err(e) => warn!(error = %e, "pruning processing attempts"),
         }
     }
 }

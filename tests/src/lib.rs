@@ -120,6 +120,7 @@ impl Events {
             stream_sequence: SEQ.fetch_add(1, Ordering::Relaxed),
             consumer: "test".into(),
             delivered: 1,
+            attempt: 1,
             published_at: self.published_at,
         }
     }
@@ -133,10 +134,11 @@ impl Events {
     }
 }
 
-/// The same stream message delivered again.
+/// The same stream message delivered (and processed) again.
 pub fn redelivered(e: &InboundEvent) -> InboundEvent {
     InboundEvent {
         delivered: e.delivered + 1,
+        attempt: e.attempt + 1,
         ..e.clone()
     }
 }

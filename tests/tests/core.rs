@@ -217,6 +217,7 @@ async fn a_long_table_lock_holds_the_batch_until_it_is_released() {
     let locker = lock_table(&f.pool, &f.tenant, "chats").await;
     let mut event = f.json(ChatUpdate, json!({"chat_id":"AG_1","unread_count":1}));
     event.delivered = 5;
+    event.attempt = 5;
     assert!(
         f.processor
             .process_batch(std::slice::from_ref(&event))

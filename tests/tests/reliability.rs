@@ -194,16 +194,26 @@ async fn streams_are_reconciled_and_their_backlog_is_consumed() {
 }
 
 #[tokio::test]
-async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuration() {
+async fn a_consumer_of_the_old_shape_is_updated_in_place_keeping_its_pending_messages() {
     let s = Stack::new("cfgchg").await;
-    let mut rt = s.start("wa-realtime", &[]).await;
-    assert_eq!(
-        rt.terminate(Duration::from_secs(20)).await.unwrap().code(),
-        Some(0)
-    );
+    s.create_streams().await;
+    // The shape earlier releases gave the consumer: the server gave up after 5 deliveries,
+    // with an ack wait of one backoff step.
+    let stream = s.js.get_stream("wa_events_stream").await.unwrap();
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("wa_realtime".into()),
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+            max_deliver: 5,
+            backoff: [1, 2, 4, 8].map(Duration::from_secs).to_vec(),
+            ack_wait: Duration::from_secs(1),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let w = Workload::generate(300, 5, 23);
     w.publish(&s.js, &s.tenant).await;
-    let rt2 = s
+    let rt = s
         .start(
             "wa-realtime",
             &[("MAX_DELIVER", "7"), ("BACKOFF", "1s,1s,2s")],
@@ -211,7 +221,55 @@ async fn pending_messages_survive_a_restart_with_a_changed_consumer_configuratio
         .await;
     wait_all_applied(&s, &w).await;
     let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
-    assert_eq!(info.config.max_deliver, 7);
-    assert_eq!(info.config.backoff.len(), 3);
-    drop(rt2);
+    // The server never gives up on a message; the function counts its attempts (MAX_DELIVER)
+    // and retries with NAK delays, so the ack wait no longer follows the backoff.
+    assert_eq!(info.config.max_deliver, -1);
+    assert!(info.config.backoff.is_empty(), "{:?}", info.config.backoff);
+    assert_eq!(info.config.ack_wait, Duration::from_secs(30));
+    drop(rt);
+}
+
+#[tokio::test]
+async fn a_message_the_server_gives_up_on_is_dead_lettered_not_lost() {
+    let s = Stack::new("gaveup").await;
+    let _rt = s
+        .start("wa-realtime", &[("BACKOFF", "100ms,100ms,100ms,100ms")])
+        .await;
+    // An operator limits the consumer's deliveries by hand: the server now drops a message
+    // after its first delivery, whatever the function asked for.
+    let stream = s.js.get_stream("wa_events_stream").await.unwrap();
+    let mut config = s
+        .consumer_info("wa_events_stream", "wa_realtime")
+        .await
+        .config;
+    config.max_deliver = 1;
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: config.durable_name.clone(),
+            ack_policy: config.ack_policy,
+            ack_wait: config.ack_wait,
+            max_deliver: 1,
+            max_ack_pending: config.max_ack_pending,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A receipt for a message that never comes asks for a retry the server will not make.
+    let seq = s
+        .publish(MessageUpdate, json!({"message_id":"ghost","status":"4"}))
+        .await;
+    let dead = eventually(WAIT, "the dropped message to be dead-lettered", || async {
+        let dead = s.dead_letters().await;
+        (!dead.is_empty()).then_some(dead)
+    })
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].envelope["error_type"], "retry_exhausted");
+    // Dead-lettered by the advisory watcher (the runner never saw a last attempt).
+    let error = dead[0].envelope["error"].as_str().unwrap_or_default();
+    assert!(error.contains("server stopped delivering"), "{error}");
+    assert_eq!(
+        dead[0].msg_id.as_deref(),
+        Some(format!("wa_events_stream:{seq}").as_str())
+    );
 }

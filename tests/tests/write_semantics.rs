@@ -95,6 +95,55 @@ async fn an_update_whose_message_never_comes_is_dead_lettered_on_the_last_delive
     );
 }
 
+/// A function's handler (attempts counted in the ledger) for the fixture's tenant, with a
+/// consumer name of its own so no other test's attempts are seen.
+fn counted(f: &Fixture, max_deliver: u32) -> wa_shared::functions::FunctionHandler {
+    let settings = wa_shared::pipeline::ProcessorSettings {
+        max_deliver,
+        backoff: [1, 2].map(std::time::Duration::from_secs).to_vec(),
+        ..Default::default()
+    };
+    wa_shared::functions::FunctionHandler::new(
+        wa_shared::functions::FunctionKind::Events,
+        f.pool.clone(),
+        settings,
+    )
+}
+
+#[tokio::test]
+async fn deliveries_that_never_reached_the_function_are_not_attempts() {
+    use wa_shared::pipeline::Handler;
+    let f = Fixture::new("att").await;
+    let handler = counted(&f, 3);
+    let mut update = f.json(MessageUpdate, json!({"message_id":"ghost","status":"4"}));
+    update.consumer = format!("test_{}", f.tenant);
+    // A failover spent six deliveries the function never saw: this is its first attempt.
+    update.delivered = 7;
+    update.attempt = 7;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let outcome = handler
+            .handle(std::slice::from_ref(&update))
+            .await
+            .expect("database up");
+        seen.push(outcome.into_iter().next().unwrap());
+        update.delivered += 1;
+        update.attempt = update.delivered;
+    }
+    let secs = |o: &Outcome| match o {
+        Outcome::Retry { delay } => delay.as_secs(),
+        other => panic!("expected a retry, got {other:?}"),
+    };
+    assert_eq!([secs(&seen[0]), secs(&seen[1])], [1, 2]);
+    match &seen[2] {
+        Outcome::DeadLetter(d) => {
+            assert_eq!(d.error_type, ErrorType::RetryExhausted);
+            assert!(d.error.contains("after 3 attempts"), "{}", d.error);
+        }
+        other => panic!("the third attempt is the last, got {other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn an_update_and_its_upsert_in_one_batch_apply_in_stream_order() {
     let f = Fixture::new("ooo").await;

@@ -132,7 +132,7 @@ impl DlqRetry {
                     source_subject: dlq.subject.clone(),
                     error_type: ErrorType::Malformed.as_str().into(),
                     error: format!("unreadable dead letter: {e}"),
-                    retry_count: dlq.delivered as i32,
+                    retry_count: dlq.attempt as i32,
                     ts: None,
                     envelope: None,
                     original_json: None,
@@ -197,6 +197,7 @@ impl DlqRetry {
                     stream_sequence: dlq.stream_sequence,
                     consumer: dlq.consumer.clone(),
                     delivered: dlq.delivered,
+                    attempt: dlq.attempt,
                     published_at: dlq.published_at,
                 },
                 envelope,
@@ -242,7 +243,7 @@ impl DlqRetry {
                             // Never give up on recording: retry on the last delivery too.
                             if let Some(Outcome::DeadLetter(_)) = outcomes[*i] {
                                 outcomes[*i] = Some(Outcome::Retry {
-                                    delay: self.retry.backoff(events[*i].delivered),
+                                    delay: self.retry.backoff(events[*i].attempt),
                                 });
                             }
                         }
@@ -311,7 +312,7 @@ impl Handler for DlqRetry {
                 let exhaust = |d: &DeadLetter| {
                     let tenant =
                         TenantId::parse(&envelope.company).expect("checked in disposition");
-                    let attempts = envelope.retry_count + dlq.delivered;
+                    let attempts = envelope.retry_count + dlq.attempt;
                     let item = envelope.item_index.or(d.item_index);
                     ExhaustedRow::of(
                         Home::Tenant(tenant),

@@ -15,7 +15,9 @@ use clap::CommandFactory;
 use crate::model::{EventKind, Subject, TenantId};
 use sqlx::PgPool;
 
-use crate::pipeline::{Handler, InboundEvent, Outcome, Processor, ProcessorSettings, Unavailable};
+use crate::pipeline::{
+    Counted, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, Unavailable,
+};
 use crate::settings::vars::FunctionVars;
 use crate::settings::Settings;
 use crate::transport::streams::ConsumerSpec;
@@ -102,7 +104,7 @@ impl FunctionSpec {
             Some(n) => cmd.mut_arg("max_deliver", |a| a.default_value(n)),
             None => cmd.mut_arg("max_deliver", |a| {
                 a.help(format!(
-                    "deliveries before a transient failure is recorded as exhausted [default: {} entries + 1]",
+                    "processing attempts before a transient failure is recorded as exhausted [default: {} entries + 1]",
                     d.backoff_var
                 ))
             }),
@@ -119,8 +121,6 @@ impl FunctionSpec {
             stream: self.stream,
             durable,
             filter,
-            max_deliver: settings.processor.max_deliver,
-            backoff: settings.processor.backoff.clone(),
             max_ack_pending: (settings.batch_size as i64 * 4).max(1000),
         }
     }
@@ -142,8 +142,13 @@ impl FunctionSpec {
     }
 }
 
-/// The handler of a function, whichever kind it is.
-pub enum FunctionHandler {
+/// The handler of a function, whichever kind it is, with its processing attempts counted
+/// ([`Counted`]): in standalone and Lambda mode alike, `MAX_DELIVER` bounds attempts, not
+/// deliveries.
+pub struct FunctionHandler(Counted<KindHandler>);
+
+/// What a function of each kind runs its batches through.
+pub enum KindHandler {
     Events(Arc<Processor>),
     DlqRetry(DlqRetry),
     Onboarding(Onboarding),
@@ -152,28 +157,40 @@ pub enum FunctionHandler {
 impl FunctionHandler {
     /// The handler of a `kind` function writing through `pool`.
     pub fn new(kind: FunctionKind, pool: PgPool, settings: ProcessorSettings) -> Self {
-        match kind {
+        let inner = match kind {
             FunctionKind::Events => {
-                FunctionHandler::Events(Arc::new(Processor::new(pool, settings)))
+                KindHandler::Events(Arc::new(Processor::new(pool.clone(), settings.clone())))
             }
             FunctionKind::DlqRetry => {
                 let core = Arc::new(Processor::new(pool.clone(), settings.clone()));
-                FunctionHandler::DlqRetry(DlqRetry::new(core, pool, settings))
+                KindHandler::DlqRetry(DlqRetry::new(core, pool.clone(), settings.clone()))
             }
             FunctionKind::Onboarding => {
-                FunctionHandler::Onboarding(Onboarding::new(pool, settings))
+                KindHandler::Onboarding(Onboarding::new(pool.clone(), settings.clone()))
             }
+        };
+        FunctionHandler(Counted::new(
+            inner,
+            pool,
+            settings.auto_migrate,
+            settings.retry_policy(),
+        ))
+    }
+}
+
+impl Handler for KindHandler {
+    async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
+        match self {
+            KindHandler::Events(p) => p.handle(events).await,
+            KindHandler::DlqRetry(h) => h.handle(events).await,
+            KindHandler::Onboarding(h) => h.handle(events).await,
         }
     }
 }
 
 impl Handler for FunctionHandler {
     async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
-        match self {
-            FunctionHandler::Events(p) => p.handle(events).await,
-            FunctionHandler::DlqRetry(h) => h.handle(events).await,
-            FunctionHandler::Onboarding(h) => h.handle(events).await,
-        }
+        self.0.handle(events).await
     }
 }
 

@@ -19,6 +19,10 @@ pub struct InboundEvent {
     pub consumer: String,
     /// How many times this message has been delivered, this time included (1 = first).
     pub delivered: u32,
+    /// Which processing attempt this is (1 = first). Transports set it to `delivered`, an
+    /// upper bound; [`crate::pipeline::Counted`] lowers it to the attempts really made, since a
+    /// broker failover can spend deliveries that never reached the function.
+    pub attempt: u32,
     /// When JetStream stored the message.
     pub published_at: DateTime<Utc>,
 }

@@ -4,13 +4,16 @@
 //! * [`tenant_write`]: one tenant's events in one transaction, refused events isolated.
 //! * [`plan`]: a tenant's events as rounds of set-based writes.
 //! * [`inbound`]: events in, outcomes out; [`retry`]: retry or dead-letter a transient failure.
+//! * [`attempts`]: processing attempts counted by the function, not by the broker's deliveries.
 
+pub mod attempts;
 pub mod inbound;
 pub mod plan;
 pub mod process;
 pub mod retry;
 pub mod tenant_write;
 
+pub use attempts::Counted;
 pub use inbound::{DeadLetter, InboundEvent, Outcome};
 pub use process::{Processor, ProcessorSettings, Unavailable};
 pub use retry::RetryPolicy;

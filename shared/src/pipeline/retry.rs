@@ -9,7 +9,7 @@ use super::inbound::{DeadLetter, InboundEvent, Outcome};
 /// Deliveries and backoff of a consumer.
 #[derive(Debug, Clone)]
 pub struct RetryPolicy {
-    /// Deliveries of a message before a transient failure becomes `retry_exhausted`.
+    /// Processing attempts of a message before a transient failure becomes `retry_exhausted`.
     pub max_deliver: u32,
     /// Delay before redelivery n (the last one repeats).
     pub backoff: Vec<Duration>,
@@ -17,24 +17,24 @@ pub struct RetryPolicy {
 
 impl RetryPolicy {
     /// The outcome of a transient failure: retry with backoff, or dead-letter on the last
-    /// delivery.
+    /// attempt.
     pub fn transient(&self, event: &InboundEvent, reason: &str) -> Outcome {
-        if event.delivered >= self.max_deliver {
+        if event.attempt >= self.max_deliver {
             Outcome::DeadLetter(DeadLetter::new(
                 ErrorType::RetryExhausted,
-                format!("{reason} (after {} deliveries)", event.delivered),
+                format!("{reason} (after {} attempts)", event.attempt),
             ))
         } else {
             Outcome::Retry {
-                delay: self.backoff(event.delivered),
+                delay: self.backoff(event.attempt),
             }
         }
     }
 
-    /// Delay before the redelivery that follows delivery `delivered`.
-    pub fn backoff(&self, delivered: u32) -> Duration {
+    /// Delay before the attempt that follows attempt `attempt`.
+    pub fn backoff(&self, attempt: u32) -> Duration {
         let b = &self.backoff;
-        let i = (delivered.max(1) as usize - 1).min(b.len().saturating_sub(1));
+        let i = (attempt.max(1) as usize - 1).min(b.len().saturating_sub(1));
         b.get(i).copied().unwrap_or(Duration::from_secs(1))
     }
 }

@@ -111,10 +111,12 @@ pub struct TenantVars {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Delivery")]
 pub struct DeliveryVars {
-    /// deliveries before a transient failure is dead-lettered
+    /// processing attempts before a transient failure is dead-lettered (the server itself never
+    /// gives up on a message)
     #[arg(long, env = "MAX_DELIVER", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_deliver: Option<u32>,
-    /// redelivery delays, comma-separated durations (fewer entries than MAX_DELIVER)
+    /// delays before each retry (NAK delays), comma-separated durations (fewer entries than
+    /// MAX_DELIVER)
     #[arg(long, env = "BACKOFF", value_parser = durations)]
     pub backoff: Option<Backoff>,
     /// larger bodies are dead-lettered unparsed (too_large)

@@ -7,11 +7,13 @@
 //! * [`schema`]: tenant schemas, migrations, monthly message partitions.
 //! * [`chats`], [`chat_ensure`], [`unread`], [`messages`], [`contacts`], [`agents`]: per-table writes.
 //! * [`inbox`]: which stream messages already had their effects committed.
+//! * [`attempts`]: processing attempts of retried messages (deliveries are not attempts).
 //! * [`failure`]: what a database error means for the events of a write (the one classifier).
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
 //! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
 
 pub mod agents;
+pub mod attempts;
 pub mod chat_ensure;
 pub mod chats;
 pub mod contacts;

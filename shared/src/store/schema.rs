@@ -33,6 +33,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(2, "0002", "exhausted_event_keys"),
     migration!(3, "0003", "exhausted_event_digest"),
     migration!(4, "0004", "inbox_publish_time"),
+    migration!(5, "0005", "delivery_attempts"),
 ];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).

@@ -33,7 +33,7 @@ pub fn dead_letter_message(
         payload: &event.payload,
         error_type: dead.error_type,
         error: &dead.error,
-        retry_count: event.delivered,
+        retry_count: event.attempt,
         max_retry,
         item_index: dead.item_index,
     });

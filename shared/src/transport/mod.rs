@@ -1,6 +1,7 @@
 //! Transports: the JetStream pull runner, stream and consumer setup, dead-letter publishing.
 //! The runner is the only code that acks, naks or terminates messages in standalone mode.
 
+pub mod advisories;
 pub mod dead_letter;
 pub mod held;
 pub mod nats;

@@ -33,7 +33,8 @@ pub struct RunnerSettings {
     /// With `COMPANY_ID`: events of other tenants are left to their own consumers
     /// (acknowledged here without processing) when the server could not filter them out.
     pub only_tenant: Option<TenantId>,
-    /// Deliveries before the consumer gives up on a message (reported in dead letters).
+    /// Processing attempts before a transient failure is dead-lettered (reported in dead
+    /// letters as `max_retry`; the server itself never gives up on a message).
     pub max_deliver: u32,
 }
 
@@ -92,7 +93,7 @@ const MAX_HOLD_BACKOFF: Duration = Duration::from_secs(5);
 impl<H: Handler> Runner<H> {
     /// Fetches and processes batches until `shutdown` turns true; then finishes and settles
     /// the batch in hand, flushes the acks and returns.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(self, shutdown: watch::Receiver<bool>) {
         let me = Arc::new(self);
         let held = Arc::new(Held::default());
         let keepalive = tokio::spawn(keep_alive(
@@ -101,7 +102,25 @@ impl<H: Handler> Runner<H> {
             me.settings.keepalive,
         ));
         let lag = tokio::spawn(report_lag(me.consumer.clone(), me.metrics.clone()));
+        let stream = me.consumer.cached_info().stream_name.clone();
         info!(consumer = %me.settings.consumer, "consuming");
+        // Handler futures are not `Send`: the advisory watcher runs beside the fetch loop in
+        // this task rather than being spawned.
+        futures::join!(
+            me.consume(held, shutdown.clone()),
+            me.clone().watch_advisories(stream, shutdown),
+        );
+        if let Err(e) = me.client.flush().await {
+            warn!(error = %e, "flushing acks at shutdown");
+        }
+        keepalive.abort();
+        lag.abort();
+        info!(consumer = %me.settings.consumer, "stopped");
+    }
+
+    /// The fetch loop: a fetch overlaps the write of the batch before it.
+    async fn consume(self: &Arc<Self>, held: Arc<Held>, mut shutdown: watch::Receiver<bool>) {
+        let me = self;
         let mut next = Some(me.spawn_fetch(held.clone()));
         let mut fetch_failures = 0u32;
         while let Some(fetch) = next.take() {
@@ -134,12 +153,6 @@ impl<H: Handler> Runner<H> {
                 me.handle(batch, &held, &shutdown).await;
             }
         }
-        if let Err(e) = me.client.flush().await {
-            warn!(error = %e, "flushing acks at shutdown");
-        }
-        keepalive.abort();
-        lag.abort();
-        info!(consumer = %me.settings.consumer, "stopped");
     }
 
     fn spawn_fetch(
@@ -207,6 +220,7 @@ impl<H: Handler> Runner<H> {
             stream_sequence: info.stream_sequence,
             consumer: info.consumer.to_owned(),
             delivered: u32::try_from(info.delivered).unwrap_or(u32::MAX),
+            attempt: u32::try_from(info.delivered).unwrap_or(u32::MAX),
             published_at: info.published,
         };
         let held = held.hold(reply.clone());
@@ -282,7 +296,7 @@ impl<H: Handler> Runner<H> {
     /// Runs `attempt` until it succeeds, holding the batch (with backoff) while it fails: the
     /// messages stay alive and no delivery is spent. `None` when shutdown comes first, with
     /// the batch unsettled (it will be redelivered).
-    async fn persist<T, E, F, Fut>(
+    pub(super) async fn persist<T, E, F, Fut>(
         &self,
         shutdown: &watch::Receiver<bool>,
         until: &str,

@@ -114,15 +114,26 @@ pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<(), SetupE
     Ok(())
 }
 
+/// How long the server waits for an ack before delivering a message again. Independent of the
+/// retry backoff (retries are explicit NAK delays) and long enough that the in-progress acks of
+/// [`KEEPALIVE`] keep any batch alive with a wide margin, across a leader election too.
+pub const ACK_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a held message gets an in-progress ack: three times per [`ACK_WAIT`].
+pub const KEEPALIVE: Duration = Duration::from_secs(10);
+
 /// The shape a durable pull consumer must have.
+///
+/// The server never gives up on a message (`max_deliver` unlimited, no server-side backoff):
+/// the function counts processing attempts itself and dead-letters on the last one, so a
+/// delivery the function never saw (a failover, a process killed while holding it) can never
+/// make the server drop a message silently (SPEC §1).
 #[derive(Debug, Clone)]
 pub struct ConsumerSpec {
     pub stream: &'static str,
     pub durable: String,
     /// Empty: the whole stream.
     pub filter: String,
-    pub max_deliver: u32,
-    pub backoff: Vec<Duration>,
     pub max_ack_pending: i64,
 }
 
@@ -142,13 +153,8 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         filter_subject: spec.filter.clone(),
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
-        max_deliver: spec.max_deliver as i64,
-        backoff: spec.backoff.clone(),
-        ack_wait: spec
-            .backoff
-            .first()
-            .copied()
-            .unwrap_or(Duration::from_secs(30)),
+        max_deliver: -1,
+        ack_wait: ACK_WAIT,
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
     };
