@@ -11,8 +11,14 @@ pub fn nats_url() -> String {
     std::env::var("TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
 }
 
+/// A JetStream context on `url`: one server, or a comma-separated list of a cluster's (as the
+/// product's `NATS_URL`), reconnecting for as long as it lives.
 pub async fn jetstream(url: &str) -> Context {
-    let client = async_nats::connect(url).await.expect("connect to NATS");
+    let servers: Vec<&str> = url.split(',').map(str::trim).collect();
+    let client = async_nats::ConnectOptions::new()
+        .connect(servers)
+        .await
+        .expect("connect to NATS");
     jetstream::new(client)
 }
 

@@ -6,8 +6,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::functions::{self, Function};
-use crate::servers::{free_port, wait_for_port, TempDir};
+use crate::servers::{free_port, NatsServers, TempDir};
 use crate::stack::Stack;
+
+/// How long `cargo lambda watch` may take to serve the Runtime API.
+const EMULATOR_WITHIN: Duration = Duration::from_secs(60);
 
 /// A local Lambda Runtime API with one function binary serving it.
 pub struct LocalLambda {
@@ -26,7 +29,7 @@ fn workspace_root() -> PathBuf {
 
 impl LocalLambda {
     /// Starts the emulator and `bin` in Lambda mode with the stack's database and `extra` variables.
-    pub fn start(s: &Stack, bin: &str, extra: &[(&'static str, &str)]) -> Self {
+    pub fn start<N: NatsServers>(s: &Stack<N>, bin: &str, extra: &[(&'static str, &str)]) -> Self {
         let port = free_port();
         let logs = TempDir::new("wa-lambda-emulator");
         let log = std::fs::File::create(logs.path().join("emulator.log")).expect("log");
@@ -46,7 +49,24 @@ impl LocalLambda {
             .stdin(Stdio::null())
             .spawn()
             .expect("spawn `cargo lambda watch` (pip install cargo-lambda)");
-        wait_for_port(port, "the Lambda emulator", Duration::from_secs(60));
+        let mut emulator = emulator;
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            let log =
+                || std::fs::read_to_string(logs.path().join("emulator.log")).unwrap_or_default();
+            if let Ok(Some(status)) = emulator.try_wait() {
+                panic!(
+                    "the Lambda emulator exited ({status}); run `just tools`?\n{}",
+                    log()
+                );
+            }
+            assert!(
+                start.elapsed() < EMULATOR_WITHIN,
+                "the Lambda emulator did not open port {port} within {EMULATOR_WITHIN:?}:\n{}",
+                log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut env: Vec<(&str, String)> = vec![
             (
                 "AWS_LAMBDA_RUNTIME_API",
@@ -84,8 +104,8 @@ impl Drop for LocalLambda {
 }
 
 /// Starts `wa-bridge` for one route (`realtime`, `historical`, …) invoking `lambda`.
-pub async fn start_bridge(
-    s: &Stack,
+pub async fn start_bridge<N: NatsServers>(
+    s: &Stack<N>,
     route: &str,
     lambda: &LocalLambda,
     extra: &[(&'static str, &str)],

@@ -10,6 +10,8 @@ pub mod expect;
 mod fixture;
 pub mod functions;
 pub mod lambda;
+pub mod ledger;
+pub mod publisher;
 pub mod servers;
 pub mod stack;
 pub mod workload;

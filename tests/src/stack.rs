@@ -1,5 +1,5 @@
-//! One end-to-end test's world: a private NATS, the test database, a fresh tenant, and the
-//! function binaries started against them.
+//! One end-to-end test's world: a private NATS (one server, or a 3-node cluster), the test
+//! database, a fresh tenant, and the function binaries started against them.
 
 use std::time::Duration;
 
@@ -10,11 +10,11 @@ use wa_shared::model::{EventKind, Subject};
 
 use crate::broker::{self, StoredDeadLetter};
 use crate::functions::{self, Function, READY_WITHIN};
-use crate::servers::PrivateNats;
+use crate::servers::{NatsServers, PrivateNats};
 use crate::{database_url, eventually, fixture_lines, pool, schema_ident, unique_tenant};
 
-pub struct Stack {
-    pub nats: PrivateNats,
+pub struct Stack<N: NatsServers = PrivateNats> {
+    pub nats: N,
     pub js: Context,
     pub pool: PgPool,
     pub tenant: String,
@@ -22,8 +22,15 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A stack on one private `nats-server`.
     pub async fn new(prefix: &str) -> Self {
-        let nats = PrivateNats::start();
+        Stack::on(PrivateNats::start(), prefix).await
+    }
+}
+
+impl<N: NatsServers> Stack<N> {
+    /// A stack on these servers (e.g. a [`crate::servers::NatsCluster`]).
+    pub async fn on(nats: N, prefix: &str) -> Self {
         let js = broker::jetstream(&nats.url()).await;
         Stack {
             js,
@@ -34,22 +41,30 @@ impl Stack {
         }
     }
 
-    /// Creates the streams the way the functions do, so events can be published first.
+    /// Creates the streams the way the functions do (with the servers' replicas), so events can
+    /// be published first.
     pub async fn create_streams(&self) {
-        for spec in wa_shared::transport::streams::stream_specs(1, Duration::from_secs(7 * 86400)) {
+        let replicas = self.nats.replicas();
+        for spec in
+            wa_shared::transport::streams::stream_specs(replicas, Duration::from_secs(7 * 86400))
+        {
             wa_shared::transport::streams::ensure_stream(&self.js, &spec)
                 .await
                 .expect("create stream");
         }
     }
 
-    /// The variables every function gets in this stack.
+    /// The variables every function gets in this stack (`STREAM_REPLICAS` on a cluster).
     pub fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut env = vec![
             ("NATS_URL", self.nats.url()),
             ("DATABASE_URL", self.database_url.clone()),
             ("LOG_FORMAT", "json".into()),
-        ]
+        ];
+        if self.nats.replicas() > 1 {
+            env.push(("STREAM_REPLICAS", self.nats.replicas().to_string()));
+        }
+        env
     }
 
     /// Starts a function binary with the stack's variables plus `extra`, and waits until ready.

@@ -130,3 +130,101 @@ pub async fn publish(js: &Context, tenant: &str, events: &[(EventKind, Value)]) 
         }
     }
 }
+
+/// Valid upserts with unique ids, from the producer fixtures' shapes: nine in ten
+/// `messages.upsert` (each a new message, in one of [`Upserts::CHATS`] chats), one in twenty a
+/// `chats.upsert` of one of those chats and one in twenty a `contacts.upsert` of a new contact.
+/// Every event applies cleanly whenever and however often it is delivered, so the rows it
+/// leaves are known in advance and a dead letter can only come from a fault.
+pub struct Upserts {
+    pub events: Vec<(EventKind, Value)>,
+    pub messages: i64,
+    pub chats: i64,
+    pub contacts: i64,
+}
+
+impl Upserts {
+    pub const CHATS: usize = 50;
+
+    /// `n` events for `tenant` (their bodies carry it as `company_id`).
+    pub fn generate(tenant: &str, n: usize) -> Self {
+        let template = |kind: EventKind| -> Value {
+            let line = crate::fixture_lines(kind, tenant)
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| panic!("no fixture for {kind:?}"));
+            serde_json::from_str(&line).expect("fixture is JSON")
+        };
+        let (message, chat, contact) = (
+            template(EventKind::MessageUpsert),
+            template(EventKind::ChatUpsert),
+            template(EventKind::ContactUpsert),
+        );
+        let phone = |i: usize| format!("62812{i:08}");
+        let mut out = Upserts {
+            events: Vec::with_capacity(n),
+            messages: 0,
+            chats: 0,
+            contacts: 0,
+        };
+        let mut chats = std::collections::BTreeSet::new();
+        for i in 0..n {
+            let c = phone(i % Self::CHATS);
+            let chat_id = format!("AGT001_{c}");
+            let jid = format!("{c}@s.whatsapp.net");
+            let timestamp = 1_718_358_000 + i as i64;
+            let (kind, mut body) = match i % 20 {
+                10 => (EventKind::ChatUpsert, chat.clone()),
+                15 => (EventKind::ContactUpsert, contact.clone()),
+                _ => (EventKind::MessageUpsert, message.clone()),
+            };
+            match kind {
+                EventKind::ChatUpsert => {
+                    body["chat_id"] = json!(chat_id);
+                    body["jid"] = json!(jid);
+                    body["phone_number"] = json!(c);
+                    body["push_name"] = json!(format!("Chat {i}"));
+                    body["conversation_timestamp"] = json!(timestamp);
+                    chats.insert(chat_id);
+                }
+                EventKind::ContactUpsert => {
+                    let p = format!("62899{i:08}");
+                    body["chat_id"] = json!(format!("AGT001_{p}"));
+                    body["phone_number"] = json!(p);
+                    body["push_name"] = json!(format!("Contact {i}"));
+                    out.contacts += 1;
+                }
+                _ => {
+                    let id = format!("FAILOVER{i:08}");
+                    body["message_id"] = json!(format!("AGT001_{id}"));
+                    body["key"]["id"] = json!(id);
+                    body["key"]["remoteJid"] = json!(jid);
+                    body["chat_id"] = json!(chat_id);
+                    body["jid"] = json!(jid);
+                    body["from_phone"] = json!(c);
+                    body["message_timestamp"] = json!(timestamp);
+                    out.messages += 1;
+                    chats.insert(chat_id);
+                }
+            }
+            out.events.push((kind, body));
+        }
+        out.chats = chats.len() as i64;
+        out
+    }
+
+    /// Asserts that every event left its row: one per message, chat and contact.
+    pub async fn assert_landed(&self, pool: &PgPool, tenant: &str) {
+        for (table, want) in [
+            ("messages", self.messages),
+            ("chats", self.chats),
+            ("contacts", self.contacts),
+        ] {
+            let got = crate::row(pool, tenant, &format!("SELECT count(*) AS n FROM {table}")).await
+                ["n"]
+                .as_i64()
+                .expect("count");
+            assert_eq!(got, want, "rows in {table}");
+        }
+    }
+}
