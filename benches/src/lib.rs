@@ -21,6 +21,6 @@ pub mod sync;
 pub mod workload;
 
 pub use event::Event;
-pub use publisher::{publish, PublishSettings};
+pub use publisher::{publish, PublishSettings, DEFAULT_RETRY_FOR};
 pub use report::Report;
 pub use workload::{Mix, Workload, WorkloadSettings};

@@ -5,16 +5,19 @@
 //!
 //! `wa-loadgen run` publishes a generated workload (all ten subjects, related as the producer
 //! relates them, over several tenants and agents) at a rate or as fast as possible, and reports
-//! the events per second the streams acknowledged.
+//! the events per second the streams acknowledged. Like a real producer it retries a publish
+//! that fails (a JetStream failover) for up to `--retry-for`, and reports the retries and the
+//! events it gave up on.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use async_nats::jetstream::context::GetStreamByNameErrorKind;
 use clap::{Args, Parser, Subcommand};
 use wa_benches::{Mix, PublishSettings, Workload, WorkloadSettings};
-use wa_shared::model::EventKind;
+use wa_shared::model::{Category, EventKind, Subject};
 use wa_shared::settings::parse_duration;
 use wa_shared::transport::streams::{ensure_stream, stream_specs};
 
@@ -81,6 +84,11 @@ struct RunArgs {
     /// Publishes whose acknowledgement is awaited at once, at most.
     #[arg(long, default_value_t = 1000)]
     in_flight: usize,
+    /// Retry a failed publish (or a failed or timed-out ack) with a backoff of 100 ms doubling
+    /// to 2 s, for up to this long after its first attempt; 0 never retries. Keep it shorter
+    /// than the streams' duplicate window (2m by default).
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    retry_for: Duration,
     /// Create (or reconcile) the three streams first, as the functions do at startup.
     #[arg(long)]
     create_streams: bool,
@@ -137,6 +145,7 @@ async fn run(cli: Cli) -> Result<(), String> {
 }
 
 async fn run_workload(js: &async_nats::jetstream::Context, args: RunArgs) -> Result<(), String> {
+    let first_company = format!("{}001", args.company_prefix);
     let mut workload = Workload::new(&WorkloadSettings {
         tenants: args.tenants,
         agents_per_tenant: args.agents_per_tenant,
@@ -148,12 +157,17 @@ async fn run_workload(js: &async_nats::jetstream::Context, args: RunArgs) -> Res
         for spec in stream_specs(1, Duration::from_secs(7 * 24 * 3600)) {
             ensure_stream(js, &spec).await.map_err(|e| e.to_string())?;
         }
+    } else if let Some(subject) = unstored_subject(js, &first_company, args.mix).await {
+        return Err(format!(
+            "no stream stores {subject}; are the streams there? (--create-streams)"
+        ));
     }
     let settings = PublishSettings {
         rate: args.rate.max(0.0),
         count: args.count.or(args.duration.is_none().then_some(10_000)),
         duration: args.duration,
         in_flight: args.in_flight,
+        retry_for: args.retry_for,
         progress: !args.quiet,
     };
     let report = wa_benches::publish(js, &mut workload, &settings).await;
@@ -168,4 +182,29 @@ async fn run_workload(js: &async_nats::jetstream::Context, args: RunArgs) -> Res
         return Err("nothing was stored; are the streams there? (--create-streams)".into());
     }
     Ok(())
+}
+
+/// A subject of the mix that the server says no stream stores, if any. Without this check a
+/// run against missing streams would retry every event for `--retry-for`. Only a definite
+/// answer counts: when the server cannot answer (it is failing over, say), publishing goes
+/// ahead and its retries ride the failure out.
+async fn unstored_subject(
+    js: &async_nats::jetstream::Context,
+    company: &str,
+    mix: Mix,
+) -> Option<String> {
+    let published = |kind: &EventKind| match mix {
+        Mix::Realtime => kind.category() == Category::Realtime,
+        Mix::History => kind.category() == Category::Historical,
+        Mix::All => true,
+    };
+    for kind in EventKind::ALL.into_iter().filter(published) {
+        let subject = Subject::format(kind, company);
+        if let Err(e) = js.stream_by_subject(subject.clone()).await {
+            if e.kind() == GetStreamByNameErrorKind::NotFound {
+                return Some(subject);
+            }
+        }
+    }
+    None
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::commits::NewCommits;
 use super::error::{Context, Error, Result};
-use crate::{publish, Event, PublishSettings, Report};
+use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
 
 /// Latencies of one phase, in milliseconds.
 #[derive(Debug, Clone)]
@@ -79,6 +79,7 @@ pub async fn measure(
         count: None,
         duration: Some(duration),
         in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
         progress,
     };
     let report = publish(js, events, &settings).await;

@@ -46,7 +46,9 @@ pub use output::write_report;
 pub use results::Results;
 pub use settings::Settings;
 
-use crate::{publish, Event, Mix, PublishSettings, Workload, WorkloadSettings};
+use crate::{
+    publish, Event, Mix, PublishSettings, Report, Workload, WorkloadSettings, DEFAULT_RETRY_FOR,
+};
 use commits::Inboxes;
 use error::Context;
 use machine::Machine;
@@ -220,10 +222,11 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     drop(realtime_events);
     realtime_fn.check_running()?;
     done(format!(
-        "{} events/s ({} events in {:.1} s)",
+        "{} events/s ({} events in {:.1} s){}",
         n(realtime.events_per_sec()),
         n(realtime.events as f64),
-        realtime.elapsed.as_secs_f64()
+        realtime.elapsed.as_secs_f64(),
+        retried(&realtime.publish)
     ));
 
     step(4, "publish->commit latency");
@@ -248,10 +251,11 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     let rss_realtime = realtime_fn.peak_rss()?;
     realtime_fn.stop(STOP_WITHIN).await?;
     done(format!(
-        "p50 {:.1} ms, p99 {:.1} ms at {}/s",
+        "p50 {:.1} ms, p99 {:.1} ms at {}/s{}",
         latency.p50_ms,
         latency.p99_ms,
-        n(latency.rate)
+        n(latency.rate),
+        retried(&latency.publish)
     ));
 
     step(5, "wa-historical throughput");
@@ -269,11 +273,12 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     let rss_historical = history_fn.peak_rss()?;
     history_fn.stop(STOP_WITHIN).await?;
     done(format!(
-        "{} rows/s ({} batches, {} rows in {:.1} s)",
+        "{} rows/s ({} batches, {} rows in {:.1} s){}",
         n(history.rows_per_sec()),
         n(history.events as f64),
         n(history.rows as f64),
-        history.elapsed.as_secs_f64()
+        history.elapsed.as_secs_f64(),
+        retried(&history.publish)
     ));
 
     let dead_letters = stack::stream_state(&js, DLQ_STREAM).await?.messages;
@@ -346,6 +351,7 @@ async fn publish_all(js: &async_nats::jetstream::Context, events: &[Event]) -> R
         count: Some(events.len() as u64),
         duration: None,
         in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
         progress: false,
     };
     let report = publish(js, &mut events.iter().cloned(), &settings).await;
@@ -374,6 +380,18 @@ fn step(i: u32, what: &str) {
 
 fn done(what: String) {
     eprintln!("      {what}");
+}
+
+/// `; N publishes retried` when a phase's publishing had to retry (its numbers include the
+/// waits), else nothing.
+fn retried(publish: &Report) -> String {
+    match publish.retries {
+        0 => String::new(),
+        n => format!(
+            "; {n} publishes retried (first error: {})",
+            publish.first_error.as_deref().unwrap_or("?")
+        ),
+    }
 }
 
 fn n(v: f64) -> String {

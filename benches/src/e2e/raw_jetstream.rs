@@ -13,7 +13,7 @@ use serde_json::json;
 use super::error::{Context, Error, Result};
 use super::stack::delete_stream_if_any;
 use crate::report::per_sec;
-use crate::{publish, Event, PublishSettings};
+use crate::{publish, Event, PublishSettings, DEFAULT_RETRY_FOR};
 
 const STREAM: &str = "BENCH_RAW";
 const FETCH: usize = 256;
@@ -78,6 +78,7 @@ pub async fn measure(
         count: Some(events.len() as u64),
         duration: None,
         in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
         progress,
     };
     let report = publish(js, &mut scratch, &settings).await;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::commits::Inboxes;
 use super::error::{Context, Error, Result};
 use crate::report::per_sec;
-use crate::{publish, Event, PublishSettings, Report};
+use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
 
 /// Committed events at a time since publishing started.
 #[derive(Debug, Clone, Copy)]
@@ -115,6 +115,7 @@ pub async fn measure(
         count: Some(count),
         duration: None,
         in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
         progress: sampling.progress,
     };
     let report = publish(js, &mut events.into_iter(), &settings).await;
