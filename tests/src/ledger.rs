@@ -14,7 +14,7 @@ use wa_shared::model::{EventKind, Subject};
 
 use crate::broker::{self, StoredDeadLetter};
 use crate::publisher::Published;
-use crate::schema_ident;
+use crate::{schema_exists, schema_ident, schema_name};
 
 /// How long reading back a subject's messages may take.
 const READ_WITHIN: Duration = Duration::from_secs(60);
@@ -49,14 +49,19 @@ impl Ledger {
             "SELECT stream_sequence, count(*) FROM {}.inbox WHERE stream = $1 GROUP BY 1",
             schema_ident(tenant)
         );
-        let applied: BTreeMap<u64, i64> = sqlx::query_as::<_, (i64, i64)>(&sql)
-            .bind(stream)
-            .fetch_all(pool)
-            .await
-            .unwrap_or_else(|e| panic!("{sql}: {e}"))
-            .into_iter()
-            .map(|(seq, n)| (seq as u64, n))
-            .collect();
+        // No schema yet: nothing of the tenant's was ever applied.
+        let applied: BTreeMap<u64, i64> = if schema_exists(pool, &schema_name(tenant)).await {
+            sqlx::query_as::<_, (i64, i64)>(&sql)
+                .bind(stream)
+                .fetch_all(pool)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .into_iter()
+                .map(|(seq, n)| (seq as u64, n))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
         let dead_letters = broker::dead_letters(js, &Subject::dead_letter(tenant)).await;
         let mut dead = BTreeMap::new();
         let prefix = format!("{stream}:");

@@ -139,9 +139,24 @@ impl Scenario {
         let caught_up = caught_up(self.s.pool.clone(), self.s.tenant.clone(), acked as i64, at);
         cluster.stream_leader(&js, STREAM).await;
         cluster.consumer_leader(&js, STREAM, DURABLE).await;
+        let led: Vec<&str> = [
+            (stream_leader == victim, "the stream"),
+            (consumer_leader == victim, "the consumer"),
+        ]
+        .into_iter()
+        .filter_map(|(led, what)| led.then_some(what))
+        .collect();
         let strike = Strike {
             fault,
-            node: cluster.name_of(victim).to_owned(),
+            node: format!(
+                "{} (leading {})",
+                cluster.name_of(victim),
+                if led.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    led.join(" and ")
+                }
+            ),
             at,
             election: at.elapsed(),
             caught_up,
