@@ -11,6 +11,7 @@ BEGIN
             stream_sequence bigint NOT NULL,
             published_us bigint NOT NULL,
             attempts integer NOT NULL,
+            first_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (consumer, stream, stream_sequence, published_us)
         );

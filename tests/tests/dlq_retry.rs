@@ -13,7 +13,12 @@ use wa_shared::model::Subject;
 const WAIT: Duration = Duration::from_secs(90);
 
 /// realtime gives up fast on a missing message; dlq-retry retries on a short schedule.
-const FAST_REALTIME: &[(&str, &str)] = &[("MAX_DELIVER", "2"), ("BACKOFF", "100ms")];
+/// Exhausted within a second: two attempts, no window before the last one.
+const FAST_REALTIME: &[(&str, &str)] = &[
+    ("MAX_DELIVER", "2"),
+    ("BACKOFF", "100ms"),
+    ("RETRY_WINDOW", "0s"),
+];
 
 async fn exhausted(s: &Stack) -> Vec<serde_json::Value> {
     if s.count("SELECT count(*) FROM exhausted_events").await == 0 {
@@ -41,7 +46,10 @@ async fn a_transient_failure_is_retried_on_schedule_then_exhausted_once() {
     let s = Stack::new("dlqex").await;
     let _rt = s.start("wa-realtime", FAST_REALTIME).await;
     let _dlq = s
-        .start("wa-dlq-retry", &[("DLQ_BACKOFF", "300ms,300ms")])
+        .start(
+            "wa-dlq-retry",
+            &[("DLQ_BACKOFF", "300ms,300ms"), ("RETRY_WINDOW", "0s")],
+        )
         .await;
     s.publish(MessageUpdate, json!({"message_id": "ghost", "status": "4"}))
         .await;
@@ -60,7 +68,7 @@ async fn a_transient_failure_is_retried_on_schedule_then_exhausted_once() {
         r["original_payload"],
         json!({"message_id": "ghost", "status": "4"})
     );
-    // 2 deliveries by realtime, then 3 attempts by dlq-retry (DLQ_BACKOFF has 2 entries).
+    // 2 attempts by realtime, then 3 attempts by dlq-retry (DLQ_BACKOFF has 2 entries).
     assert_eq!(r["retry_count"], 5);
     assert_eq!(r["dlq_payload"]["error_type"], "retry_exhausted");
 }
@@ -197,7 +205,12 @@ async fn a_failing_exhausted_write_keeps_the_dead_letter_until_it_succeeds() {
 async fn admin_lists_replays_once_and_resolves_exhausted_events() {
     let s = Stack::new("admin").await;
     let _rt = s.start("wa-realtime", FAST_REALTIME).await;
-    let _dlq = s.start("wa-dlq-retry", &[("DLQ_BACKOFF", "200ms")]).await;
+    let _dlq = s
+        .start(
+            "wa-dlq-retry",
+            &[("DLQ_BACKOFF", "200ms"), ("RETRY_WINDOW", "0s")],
+        )
+        .await;
     s.publish(MessageUpdate, json!({"message_id": "m1", "status": "3"}))
         .await;
     let rows = eventually(WAIT, "the exhausted update", || async {

@@ -8,6 +8,12 @@
 //!
 //! Only redelivered events are looked up and only retried events are recorded: a first
 //! delivery that succeeds costs nothing here.
+//!
+//! The last attempt never comes sooner than the retry window (`RETRY_WINDOW`, 45 s) after the
+//! first: an event that waits for another one (a receipt for a message not stored yet) must
+//! outlast a fault that delays that other event, and a message held by a crashed process or lost
+//! in a failover comes back within one ack wait (30 s). Until then the last attempt is retried
+//! with the last backoff delay.
 
 use std::borrow::Cow;
 
@@ -85,9 +91,14 @@ impl<H> Counted<H> {
             }
         };
         let mut out = events.to_vec();
+        let last = self.retry.max_deliver;
         for (&i, done) in again.iter().zip(recorded) {
             let e = &mut out[i];
-            e.attempt = e.delivered.min(done.saturating_add(1)).max(1);
+            e.attempt = e.delivered.min(done.attempts.saturating_add(1)).max(1);
+            if e.attempt >= last && last > 1 && done.since_first < self.retry.window {
+                // Too soon for the last attempt: one more with the last backoff delay.
+                e.attempt = last - 1;
+            }
         }
         Ok(Cow::Owned(out))
     }
@@ -154,5 +165,16 @@ impl<H: Handler> Handler for Counted<H> {
         let mut outcomes = self.inner.handle(&events).await?;
         self.record(&events, &mut outcomes).await?;
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_window_outlasts_an_ack_wait() {
+        let slack = crate::transport::streams::ACK_WAIT + crate::transport::streams::KEEPALIVE;
+        assert!(crate::pipeline::ProcessorSettings::default().retry_window > slack);
     }
 }

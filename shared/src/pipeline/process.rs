@@ -23,6 +23,8 @@ pub struct ProcessorSettings {
     pub max_deliver: u32,
     /// Delay before redelivery n (the last one repeats).
     pub backoff: Vec<Duration>,
+    /// The earliest a transient failure is dead-lettered after its first attempt.
+    pub retry_window: Duration,
     pub max_payload_bytes: usize,
     /// When set, only these tenants are served.
     pub allowlist: Option<HashSet<String>>,
@@ -36,6 +38,7 @@ impl Default for ProcessorSettings {
         ProcessorSettings {
             max_deliver: 5,
             backoff: [1, 2, 4, 8].map(Duration::from_secs).to_vec(),
+            retry_window: Duration::from_secs(45),
             max_payload_bytes: 1024 * 1024,
             allowlist: None,
             auto_migrate: true,
@@ -56,6 +59,7 @@ impl ProcessorSettings {
         RetryPolicy {
             max_deliver: self.max_deliver,
             backoff: self.backoff.clone(),
+            window: self.retry_window,
         }
     }
 }

@@ -13,6 +13,8 @@ pub struct RetryPolicy {
     pub max_deliver: u32,
     /// Delay before redelivery n (the last one repeats).
     pub backoff: Vec<Duration>,
+    /// The earliest the last attempt may come after the first (see [`super::attempts`]).
+    pub window: Duration,
 }
 
 impl RetryPolicy {
@@ -48,6 +50,7 @@ mod tests {
         let p = RetryPolicy {
             max_deliver: 5,
             backoff: [1, 2].map(Duration::from_secs).to_vec(),
+            window: Duration::ZERO,
         };
         let delays: Vec<u64> = (0..4).map(|d| p.backoff(d).as_secs()).collect();
         assert_eq!(delays, [1, 1, 2, 2]);

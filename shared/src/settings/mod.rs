@@ -162,6 +162,7 @@ fn processor(spec: &FunctionSpec, vars: &FunctionVars) -> Result<ProcessorSettin
     Ok(ProcessorSettings {
         max_deliver,
         backoff,
+        retry_window: d.retry_window,
         max_payload_bytes: d.max_payload_bytes,
         allowlist: vars
             .tenants

@@ -119,6 +119,11 @@ pub struct DeliveryVars {
     /// MAX_DELIVER)
     #[arg(long, env = "BACKOFF", value_parser = durations)]
     pub backoff: Option<Backoff>,
+    /// a transient failure is dead-lettered no sooner than this after its first attempt
+    /// (longer than the 30 s ack wait, so an event waiting for one that a crash or a failover
+    /// holds back is not dead-lettered because of the fault)
+    #[arg(long, env = "RETRY_WINDOW", default_value = "45s", value_parser = duration)]
+    pub retry_window: Duration,
     /// larger bodies are dead-lettered unparsed (too_large)
     #[arg(long, env = "MAX_PAYLOAD_BYTES", default_value_t = 1024 * 1024)]
     pub max_payload_bytes: usize,

@@ -33,11 +33,21 @@ fn columns<'a>(keys: impl Iterator<Item = &'a AttemptKey>) -> Columns<'a> {
     out
 }
 
-/// The attempts recorded so far for each of `keys`, in order (0 when none is recorded).
-pub async fn recorded(pool: &PgPool, keys: &[AttemptKey]) -> Result<Vec<u32>, sqlx::Error> {
+/// What the ledger knows of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recorded {
+    /// Attempts recorded so far (0: none).
+    pub attempts: u32,
+    /// Time since the first recorded attempt (zero when none is recorded).
+    pub since_first: Duration,
+}
+
+/// What is recorded for each of `keys`, in order.
+pub async fn recorded(pool: &PgPool, keys: &[AttemptKey]) -> Result<Vec<Recorded>, sqlx::Error> {
     let (consumers, streams, seqs, published) = columns(keys.iter());
     let sql = format!(
-        "SELECT COALESCE(a.attempts, 0)
+        "SELECT COALESCE(a.attempts, 0),
+                COALESCE(EXTRACT(EPOCH FROM now() - a.first_at)::float8, 0)
          FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[]) WITH ORDINALITY
               AS k(consumer, stream, seq, published_us, i)
          LEFT JOIN {SYSTEM_SCHEMA}.delivery_attempts a
@@ -45,14 +55,20 @@ pub async fn recorded(pool: &PgPool, keys: &[AttemptKey]) -> Result<Vec<u32>, sq
           AND a.stream_sequence = k.seq AND a.published_us = k.published_us
          ORDER BY k.i"
     );
-    let rows: Vec<i32> = sqlx::query_scalar::<Postgres, i32>(&sql)
+    let rows: Vec<(i32, f64)> = sqlx::query_as::<Postgres, (i32, f64)>(&sql)
         .bind(&consumers)
         .bind(&streams)
         .bind(&seqs)
         .bind(&published)
         .fetch_all(pool)
         .await?;
-    Ok(rows.into_iter().map(|n| n.max(0) as u32).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(n, secs)| Recorded {
+            attempts: n.max(0) as u32,
+            since_first: Duration::from_secs_f64(secs.max(0.0)),
+        })
+        .collect())
 }
 
 /// Records that attempt `attempt` of each message was made (a count never goes down, so two
