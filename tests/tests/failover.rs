@@ -10,7 +10,8 @@
 //!
 //! `just failover-long` runs the long version: `FAILOVER_EVENTS` (100000), `FAILOVER_KILLS` (3),
 //! `FAILOVER_RATE` (events/s, 2000), `FAILOVER_NATS` (`current` or `2.9`), `FAILOVER_MODE`
-//! (`standalone` or `bridge`).
+//! (`standalone` or `bridge`), `FAILOVER_ENV` (the consumer's variables over `BATCH_SIZE=100`,
+//! e.g. `BATCH_SIZE=500,BATCH_MAX_BYTES=0`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::Context;
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
-use wa_integration_tests::broker::consumer_backlog;
+use wa_integration_tests::broker::{consumer_backlog, jetstream};
 use wa_integration_tests::functions::{Function, HOLDING_WITHIN, READY_WITHIN};
 use wa_integration_tests::lambda::{start_bridge, LocalLambda};
 use wa_integration_tests::ledger::Ledger;
@@ -59,15 +60,40 @@ enum Mode {
     Bridge,
 }
 
-/// Starts what consumes `wa_realtime`: the function, or the Lambda Runtime API emulator with
-/// the function behind it and the bridge invoking it (both kept alive for the test).
-async fn start_consumers(s: &Stack<NatsCluster>, mode: Mode) -> (Option<LocalLambda>, Function) {
+/// Starts what consumes `wa_realtime` with these variables: the function, or the Lambda
+/// Runtime API emulator with the function behind it and the bridge invoking it (both kept alive
+/// for the test).
+async fn start_consumers(
+    s: &Stack<NatsCluster>,
+    mode: Mode,
+    env: &[(&'static str, String)],
+) -> (Option<LocalLambda>, Function) {
+    let env: Vec<(&'static str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
     match mode {
-        Mode::Standalone => (None, s.start("wa-realtime", &[("BATCH_SIZE", "100")]).await),
+        Mode::Standalone => (None, s.start("wa-realtime", &env).await),
         Mode::Bridge => {
             let lambda = LocalLambda::start(s, "wa-realtime", &[]);
-            let bridge = start_bridge(s, "realtime", &lambda, &[("BATCH_SIZE", "100")]).await;
+            let bridge = start_bridge(s, "realtime", &lambda, &env).await;
             (Some(lambda), bridge)
+        }
+    }
+}
+
+/// A scenario's workload: how many events, how fast, and the consumer's variables.
+struct Load {
+    events: usize,
+    rate: u32,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Load {
+    /// A few seconds of publishing, fetched in batches of 100 (so that a backlog after a fault
+    /// spans several batches).
+    fn short() -> Self {
+        Load {
+            events: EVENTS,
+            rate: RATE,
+            env: vec![("BATCH_SIZE", "100".into())],
         }
     }
 }
@@ -91,12 +117,17 @@ struct Scenario {
 }
 
 impl Scenario {
-    async fn start(label: &str, binary: PathBuf, mode: Mode) -> Self {
+    async fn start(
+        label: &str,
+        binary: PathBuf,
+        mode: Mode,
+        env: &[(&'static str, String)],
+    ) -> Self {
         let label = format!("{label} [{}, {mode:?}]", nats_server_version(&binary));
         let cluster = NatsCluster::start(binary).await;
         let s = Stack::on(cluster, "fo").await;
         s.create_streams().await;
-        let consumers = start_consumers(&s, mode).await;
+        let consumers = start_consumers(&s, mode, env).await;
         // The consumer exists once the function is ready; its leader is known from now on.
         s.nats.consumer_leader(&s.js, STREAM, DURABLE).await;
         Scenario {
@@ -264,10 +295,18 @@ fn caught_up(
 /// Publishes `events` events at `rate` while the consumers run, applies each fault in turn
 /// (spread over the publishing, each node brought back and caught up before the next fault),
 /// then drains and checks.
-async fn run(label: &str, binary: PathBuf, mode: Mode, faults: &[Fault], events: usize, rate: u32) {
-    let mut sc = Scenario::start(label, binary, mode).await;
+async fn run(label: &str, binary: PathBuf, mode: Mode, faults: &[Fault], load: Load) {
+    let Load { events, rate, env } = load;
+    let mut sc = Scenario::start(label, binary, mode, &env).await;
     let upserts = Upserts::generate(&sc.s.tenant, events);
-    let publisher_js = sc.s.js.clone();
+    // The publisher's node leads neither the stream nor the consumer (where one does not), so
+    // that a killed node is a leader and the publisher rides out the election, not a reconnect.
+    let stream_leader = sc.s.nats.stream_leader(&sc.s.js, STREAM).await;
+    let consumer_leader = sc.s.nats.consumer_leader(&sc.s.js, STREAM, DURABLE).await;
+    let home = (0..NatsCluster::NODES)
+        .find(|n| *n != stream_leader && *n != consumer_leader)
+        .unwrap_or((stream_leader + 1) % NatsCluster::NODES);
+    let publisher_js = jetstream(&sc.s.nats.url_of(home)).await;
     let publisher = Publisher::spawn(publisher_js.clone(), &sc.s.tenant, &upserts.events, 0, rate);
     let publish_within = Duration::from_secs_f64(events as f64 / f64::from(rate)) + DRAIN_WITHIN;
     let mut strikes = Vec::new();
@@ -302,8 +341,7 @@ async fn losing_the_stream_leader_under_load_loses_nothing() {
         nats_server_current(),
         Mode::Standalone,
         &[Fault::TerminateStreamLeader],
-        EVENTS,
-        RATE,
+        Load::short(),
     )
     .await;
 }
@@ -315,8 +353,7 @@ async fn losing_the_stream_leader_under_load_loses_nothing_on_nats_server_2_9() 
         nats_server_binary(),
         Mode::Standalone,
         &[Fault::TerminateStreamLeader],
-        EVENTS,
-        RATE,
+        Load::short(),
     )
     .await;
 }
@@ -328,8 +365,7 @@ async fn losing_the_consumer_leader_under_load_loses_nothing() {
         nats_server_current(),
         Mode::Standalone,
         &[Fault::KillConsumerLeader],
-        EVENTS,
-        RATE,
+        Load::short(),
     )
     .await;
 }
@@ -341,8 +377,7 @@ async fn a_node_killed_and_brought_back_under_load_loses_nothing() {
         nats_server_current(),
         Mode::Standalone,
         &[Fault::KillNode],
-        EVENTS,
-        RATE,
+        Load::short(),
     )
     .await;
 }
@@ -354,8 +389,7 @@ async fn losing_the_consumer_leader_under_load_loses_nothing_through_the_bridge(
         nats_server_current(),
         Mode::Bridge,
         &[Fault::KillConsumerLeader],
-        EVENTS,
-        RATE,
+        Load::short(),
     )
     .await;
 }
@@ -493,13 +527,24 @@ async fn long_failover_under_load() {
         Fault::KillNode,
     ];
     let faults: Vec<Fault> = cycle.into_iter().cycle().take(kills).collect();
+    let mut env = vec![("BATCH_SIZE", "100".to_owned())];
+    for pair in env_or("FAILOVER_ENV", String::new())
+        .split(',')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair
+            .split_once('=')
+            .unwrap_or_else(|| panic!("FAILOVER_ENV: {pair} is not NAME=value"));
+        let k: &'static str = Box::leak(k.trim().to_owned().into_boxed_str());
+        env.retain(|(name, _)| *name != k);
+        env.push((k, v.trim().to_owned()));
+    }
     run(
-        &format!("long: {events} events at {rate}/s, {kills} faults"),
+        &format!("long: {events} events at {rate}/s, {kills} faults, {env:?}"),
         binary,
         mode,
         &faults,
-        events,
-        rate,
+        Load { events, rate, env },
     )
     .await;
 }

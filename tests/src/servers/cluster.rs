@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use super::{free_port, NatsServers, TempDir};
 use crate::eventually;
-use async_nats::jetstream::{stream::ClusterInfo, Context};
+use async_nats::jetstream::{self, stream, stream::ClusterInfo, Context};
 
-const NODES: usize = 3;
+const NODES: usize = NatsCluster::NODES;
 
 /// How long a node may take to open its port, and the cluster to elect a meta leader.
 const READY_WITHIN: Duration = Duration::from_secs(60);
@@ -40,6 +40,8 @@ pub struct NatsCluster {
 }
 
 impl NatsCluster {
+    pub const NODES: usize = 3;
+
     /// Starts the three nodes of `binary` (the current release, [`super::nats_server_current`],
     /// or the machine's 2.9, [`super::nats_server_binary`]) and waits until JetStream has a
     /// meta leader that every node reaches.
@@ -145,8 +147,10 @@ impl NatsCluster {
     }
 
     /// Waits until JetStream answers `$JS.API.INFO` without an error through every running
-    /// node: a meta leader is elected and each node is routed to it. (The raw request: the
-    /// client's typed account info does not decode 2.9's answer.)
+    /// node (a meta leader is elected and each node is routed to it; the raw request, as the
+    /// client's typed account info does not decode 2.9's answer), and, when every node runs,
+    /// until the meta leader places a stream on all of them (it refuses with "no suitable
+    /// peers for placement" until it has heard from each).
     pub async fn wait_ready(&self) {
         for i in (0..NODES).filter(|i| self.is_running(*i)) {
             let url = self.url_of(i);
@@ -163,6 +167,32 @@ impl NatsCluster {
             })
             .await;
         }
+        if (0..NODES).all(|i| self.is_running(i)) {
+            self.wait_placement().await;
+        }
+    }
+
+    /// Creates and deletes a probe stream with a replica on every node.
+    async fn wait_placement(&self) {
+        let client = async_nats::connect(self.url_of(0).as_str())
+            .await
+            .expect("connect to the cluster");
+        let js = jetstream::new(client);
+        let probe = stream::Config {
+            name: "wa_cluster_probe".into(),
+            subjects: vec!["wa.cluster.probe".into()],
+            num_replicas: NODES,
+            storage: stream::StorageType::Memory,
+            ..Default::default()
+        };
+        eventually(READY_WITHIN, "a stream placed on every node", || async {
+            js.get_or_create_stream(probe.clone()).await.ok().map(drop)
+        })
+        .await;
+        eventually(READY_WITHIN, "the probe stream deleted", || async {
+            js.delete_stream(&probe.name).await.ok().map(drop)
+        })
+        .await;
     }
 
     /// The node leading `stream`, once one that is running leads it.
