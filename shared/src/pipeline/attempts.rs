@@ -170,8 +170,6 @@ impl<H: Handler> Handler for Counted<H> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn the_default_window_outlasts_an_ack_wait() {
         let slack = crate::transport::streams::ACK_WAIT + crate::transport::streams::KEEPALIVE;

@@ -5,5 +5,6 @@ pub mod advisories;
 pub mod dead_letter;
 pub mod held;
 pub mod nats;
+pub mod pull;
 pub mod runner;
 pub mod streams;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::consumer::PullConsumer;
 use async_nats::jetstream::{self, AckKind, Context};
 use async_nats::{Client, Subject as NatsSubject};
-use futures::StreamExt;
 use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, warn, Instrument};
 
@@ -17,6 +16,7 @@ use crate::pipeline::{Handler, InboundEvent, Outcome};
 
 use super::dead_letter::{dead_letter_message, publish_all, DeadLetterMessage};
 use super::held::{keep_alive, Held};
+use super::pull::{pull, PullRequest};
 
 /// How a runner fetches.
 #[derive(Debug, Clone)]
@@ -164,32 +164,23 @@ impl<H: Handler> Runner<H> {
     }
 
     async fn fetch(&self, held: &Held) -> Result<Vec<Delivery>, String> {
-        let mut messages = self
-            .consumer
-            .fetch()
-            .max_messages(self.settings.batch_size)
-            .max_bytes(self.settings.batch_max_bytes)
-            .expires(self.settings.batch_max_wait)
-            .messages()
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        while let Some(next) = messages.next().await {
-            match next {
-                Ok(msg) => {
-                    if let Some(d) = self.delivery(msg, held) {
-                        out.push(d);
-                    }
-                }
-                Err(e) => {
-                    if out.is_empty() {
-                        return Err(e.to_string());
-                    }
-                    debug!(error = %e, "fetch ended early");
-                    break;
-                }
-            }
-        }
+        let info = self.consumer.cached_info();
+        let messages = pull(
+            &self.client,
+            &self.js,
+            &info.stream_name,
+            &info.name,
+            PullRequest {
+                batch: self.settings.batch_size,
+                max_bytes: self.settings.batch_max_bytes,
+                expires: self.settings.batch_max_wait,
+            },
+        )
+        .await?;
+        let out: Vec<Delivery> = messages
+            .into_iter()
+            .filter_map(|msg| self.delivery(msg, held))
+            .collect();
         debug!(fetched = out.len(), "fetch done");
         Ok(out)
     }
