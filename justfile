@@ -48,7 +48,8 @@ test: stack tools reset-test-db
     cargo test --workspace
 
 # Variables: FAILOVER_EVENTS (100000), FAILOVER_KILLS (3), FAILOVER_RATE (events/s, 2000),
-# FAILOVER_NATS (current | 2.9), FAILOVER_MODE (standalone | bridge), FAILOVER_ENV (the
+# FAILOVER_NATS (current | 2.9), FAILOVER_MODE (standalone | bridge), FAILOVER_MIX (upserts |
+# realtime: unread deltas and receipts), FAILOVER_ENV (the
 # consumer's variables, e.g. BATCH_SIZE=500,BATCH_MAX_BYTES=0). Reports
 # published/applied/dead-lettered, and per fault the election and catch-up times.
 # The failover tests at scale: a 3-node JetStream cluster losing nodes under a large workload.

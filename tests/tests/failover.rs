@@ -28,13 +28,44 @@ use wa_integration_tests::servers::{
     nats_server_binary, nats_server_current, nats_server_version, NatsCluster,
 };
 use wa_integration_tests::stack::Stack;
-use wa_integration_tests::workload::Upserts;
+use wa_integration_tests::workload::{Upserts, Workload};
 use wa_integration_tests::{eventually, lock_table, schema_ident};
 use wa_shared::model::EventKind::{self, *};
 
 const STREAM: &str = "wa_events_stream";
 const DURABLE: &str = "wa_realtime";
-const KINDS: [EventKind; 3] = [MessageUpsert, ChatUpsert, ContactUpsert];
+const KINDS: [EventKind; 5] = [
+    MessageUpsert,
+    ChatUpsert,
+    ContactUpsert,
+    ChatUpdate,
+    MessageUpdate,
+];
+
+/// What a scenario publishes, and the state it must leave.
+enum Expected {
+    /// New rows only (each event independent of the others).
+    Upserts(Upserts),
+    /// Unread deltas (wrong if applied twice) and receipts that wait for their message (a
+    /// message held back by the fault makes its receipt retry until it comes back).
+    Realtime(Workload),
+}
+
+impl Expected {
+    fn events(&self) -> &[(EventKind, serde_json::Value)] {
+        match self {
+            Expected::Upserts(u) => &u.events,
+            Expected::Realtime(w) => &w.events,
+        }
+    }
+
+    async fn assert_landed(&self, pool: &PgPool, tenant: &str) {
+        match self {
+            Expected::Upserts(u) => u.assert_landed(pool, tenant).await,
+            Expected::Realtime(w) => w.assert_applied(pool, tenant).await,
+        }
+    }
+}
 
 /// The short scenarios' workload: a few seconds of publishing.
 const EVENTS: usize = 3000;
@@ -84,6 +115,8 @@ struct Load {
     events: usize,
     rate: u32,
     env: Vec<(&'static str, String)>,
+    /// Deltas and receipts instead of upserts.
+    realtime: bool,
 }
 
 impl Load {
@@ -94,6 +127,15 @@ impl Load {
             events: EVENTS,
             rate: RATE,
             env: vec![("BATCH_SIZE", "100".into())],
+            realtime: false,
+        }
+    }
+
+    /// The same, with unread deltas and receipts.
+    fn realtime() -> Self {
+        Load {
+            realtime: true,
+            ..Load::short()
         }
     }
 }
@@ -230,7 +272,7 @@ async fn drain(
 async fn check(
     s: &Stack<NatsCluster>,
     label: &str,
-    upserts: &Upserts,
+    expected: &Expected,
     published: &Published,
     strikes: Vec<Strike>,
     drained: Result<Duration, String>,
@@ -266,10 +308,10 @@ async fn check(
     ledger.assert_nothing_dead();
     assert_eq!(
         published.sequences.len(),
-        upserts.events.len(),
+        expected.events().len(),
         "every event acknowledged"
     );
-    upserts.assert_landed(&s.pool, &s.tenant).await;
+    expected.assert_landed(&s.pool, &s.tenant).await;
 }
 
 /// Polls the tenant's inbox until it holds `target` rows: how long after `since`, or None.
@@ -296,9 +338,18 @@ fn caught_up(
 /// (spread over the publishing, each node brought back and caught up before the next fault),
 /// then drains and checks.
 async fn run(label: &str, binary: PathBuf, mode: Mode, faults: &[Fault], load: Load) {
-    let Load { events, rate, env } = load;
+    let Load {
+        events,
+        rate,
+        env,
+        realtime,
+    } = load;
     let mut sc = Scenario::start(label, binary, mode, &env).await;
-    let upserts = Upserts::generate(&sc.s.tenant, events);
+    let expected = if realtime {
+        Expected::Realtime(Workload::generate(events, 40, 11))
+    } else {
+        Expected::Upserts(Upserts::generate(&sc.s.tenant, events))
+    };
     // The publisher's node leads neither the stream nor the consumer (where one does not), so
     // that a killed node is a leader and the publisher rides out the election, not a reconnect.
     let stream_leader = sc.s.nats.stream_leader(&sc.s.js, STREAM).await;
@@ -307,7 +358,13 @@ async fn run(label: &str, binary: PathBuf, mode: Mode, faults: &[Fault], load: L
         .find(|n| *n != stream_leader && *n != consumer_leader)
         .unwrap_or((stream_leader + 1) % NatsCluster::NODES);
     let publisher_js = jetstream(&sc.s.nats.url_of(home)).await;
-    let publisher = Publisher::spawn(publisher_js.clone(), &sc.s.tenant, &upserts.events, 0, rate);
+    let publisher = Publisher::spawn(
+        publisher_js.clone(),
+        &sc.s.tenant,
+        expected.events(),
+        0,
+        rate,
+    );
     let publish_within = Duration::from_secs_f64(events as f64 / f64::from(rate)) + DRAIN_WITHIN;
     let mut strikes = Vec::new();
     for (k, fault) in faults.iter().enumerate() {
@@ -331,7 +388,7 @@ async fn run(label: &str, binary: PathBuf, mode: Mode, faults: &[Fault], load: L
     let last = strikes.last().map_or_else(Instant::now, |s| s.at);
     let within = DRAIN_WITHIN + Duration::from_secs(events as u64 / 1000);
     let drained = drain(&sc.s, last, within).await;
-    check(&sc.s, &sc.label, &upserts, &published, strikes, drained).await;
+    check(&sc.s, &sc.label, &expected, &published, strikes, drained).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,6 +423,20 @@ async fn losing_the_consumer_leader_under_load_loses_nothing() {
         Mode::Standalone,
         &[Fault::KillConsumerLeader],
         Load::short(),
+    )
+    .await;
+}
+
+/// Receipts whose message was in flight at the kill retry until it comes back (one ack wait
+/// later): none runs out of attempts, and every unread delta applies exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_consumer_leader_under_deltas_and_receipts_applies_each_once() {
+    run(
+        "SIGKILL to the consumer leader, deltas and receipts",
+        nats_server_current(),
+        Mode::Standalone,
+        &[Fault::KillConsumerLeader],
+        Load::realtime(),
     )
     .await;
 }
@@ -413,7 +484,15 @@ async fn a_backlog_of_full_batches_drains_from_r3_streams() {
     let at = Instant::now();
     let _rt = s.start("wa-realtime", &[("BATCH_SIZE", "100")]).await;
     let drained = drain(&s, at, DRAIN_WITHIN).await;
-    check(&s, &label, &upserts, &published, Vec::new(), drained).await;
+    check(
+        &s,
+        &label,
+        &Expected::Upserts(upserts),
+        &published,
+        Vec::new(),
+        drained,
+    )
+    .await;
 }
 
 /// The function is killed twice while it holds every message (its database locked): once on
@@ -478,7 +557,15 @@ async fn a_function_killed_on_the_last_delivery_of_what_it_holds_loses_nothing()
     rt.restart().unwrap();
     rt.wait_ready(READY_WITHIN).await.unwrap();
     let drained = drain(&s, at, DRAIN_WITHIN).await;
-    check(&s, &label, &upserts, &published, Vec::new(), drained).await;
+    check(
+        &s,
+        &label,
+        &Expected::Upserts(upserts),
+        &published,
+        Vec::new(),
+        drained,
+    )
+    .await;
 }
 
 /// Waits until the durable consumer's state satisfies `ok`.
@@ -539,12 +626,24 @@ async fn long_failover_under_load() {
         env.retain(|(name, _)| *name != k);
         env.push((k, v.trim().to_owned()));
     }
+    let realtime = match env_or("FAILOVER_MIX", String::from("upserts")).as_str() {
+        "upserts" => false,
+        "realtime" => true,
+        other => panic!("FAILOVER_MIX: {other} is not upserts or realtime"),
+    };
     run(
-        &format!("long: {events} events at {rate}/s, {kills} faults, {env:?}"),
+        &format!(
+            "long: {events} events at {rate}/s, {kills} faults, {env:?}, realtime mix: {realtime}"
+        ),
         binary,
         mode,
         &faults,
-        Load { events, rate, env },
+        Load {
+            events,
+            rate,
+            env,
+            realtime,
+        },
     )
     .await;
 }
