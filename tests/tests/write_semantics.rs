@@ -217,6 +217,27 @@ async fn one_row_per_message_whatever_the_dates_and_repetitions() {
 }
 
 #[tokio::test]
+async fn a_message_dated_december_9999_gets_its_partition_and_blocks_no_neighbour() {
+    let f = Fixture::new("y9999").await;
+    // 9999-12-27, in milliseconds; the neighbour is an ordinary message of the same tenant.
+    let late = json!({"message_id":"late","chat_id":"A_1","flow":"IN","message_timestamp": 253_401_000_000_000i64});
+    let now =
+        json!({"message_id":"now","chat_id":"A_1","flow":"IN","message_timestamp": 1_718_358_000});
+    f.run_ok(&[f.json(MessageUpsert, late), f.json(MessageUpsert, now)])
+        .await;
+    let parts = f
+        .rows("SELECT message_id, tableoid::regclass::text AS part FROM messages ORDER BY 1")
+        .await;
+    assert_eq!(
+        parts,
+        vec![
+            json!({"message_id":"late","part":"messages_9999_12"}),
+            json!({"message_id":"now","part":"messages_2024_06"}),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn messages_of_different_months_land_in_their_own_partitions() {
     let f = Fixture::new("part").await;
     let batch: Vec<_> = [1_577_836_800i64, 1_583_020_800, 1_718_358_000]

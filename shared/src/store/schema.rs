@@ -115,6 +115,7 @@ impl Schemas {
             .await?;
         for &month in &missing {
             let (from, to) = month_bounds(month);
+            let (from, to) = (sql_date(from), sql_date(to));
             let name = format!("messages_{}_{:02}", month / 12, month % 12 + 1);
             let sql = format!(
                 "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.messages FOR VALUES FROM ('{from}') TO ('{to}')",
@@ -138,6 +139,12 @@ impl Schemas {
             .expect("lock")
             .retain(|(s, _)| *s != schema);
     }
+}
+
+/// A date as Postgres reads it: chrono writes years past 9999 with a sign (`+10000-01-01`),
+/// which Postgres takes for a time zone, so December 9999's upper bound would be refused.
+fn sql_date(d: NaiveDate) -> String {
+    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {
@@ -219,6 +226,15 @@ pub async fn tenant_schemas(pool: &PgPool) -> Result<Vec<String>, sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_month_before_the_year_10000_has_a_bound_postgres_reads() {
+        let (from, to) = month_bounds(9999 * 12 + 11);
+        assert_eq!(
+            (sql_date(from), sql_date(to)),
+            ("9999-12-01".into(), "10000-01-01".into())
+        );
+    }
 
     #[test]
     fn month_bounds_wrap_years() {
