@@ -273,3 +273,38 @@ async fn a_message_the_server_gives_up_on_is_dead_lettered_not_lost() {
         Some(format!("wa_events_stream:{seq}").as_str())
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_too_long_for_the_server_is_cut_not_retried_forever() {
+    let s = Stack::new("bigdl").await;
+    let _rt = s.start("wa-realtime", &[]).await;
+    // Just under the server's 1 MiB max_payload, and invalid (no message_id): its envelope, with
+    // the body embedded whole, would be a little longer than the server accepts.
+    let filler = 1_048_500 - r#"{"chat_id":"AG_1","flow":"IN","message_text":""}"#.len();
+    let body = format!(
+        r#"{{"chat_id":"AG_1","flow":"IN","message_text":"{}"}}"#,
+        "x".repeat(filler)
+    );
+    assert_eq!(body.len(), 1_048_500);
+    s.publish_raw(&s.subject(MessageUpsert), body.clone()).await;
+    s.publish(
+        MessageUpsert,
+        json!({"message_id":"after","chat_id":"AG_1","flow":"IN"}),
+    )
+    .await;
+    s.wait_count(WAIT, "SELECT count(*) FROM messages", 1).await;
+    s.wait_settled(WAIT, "wa_events_stream", "wa_realtime")
+        .await;
+    let dead = s.dead_letters().await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let envelope = &dead[0].envelope;
+    assert_eq!(envelope["error_type"], "validation");
+    assert!(envelope["original_payload"].is_null());
+    assert_eq!(envelope["original_size"], 1_048_500);
+    let kept = envelope["original_payload_base64"].as_str().unwrap();
+    use base64::Engine;
+    let kept = base64::engine::general_purpose::STANDARD
+        .decode(kept)
+        .unwrap();
+    assert_eq!(kept, body.as_bytes()[..64 * 1024]);
+}

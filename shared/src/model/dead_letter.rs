@@ -33,6 +33,7 @@ pub struct DeadLetterEnvelope {
 }
 
 /// What the envelope is built from.
+#[derive(Clone)]
 pub struct EnvelopeInput<'a> {
     pub source_subject: &'a str,
     pub company: &'a str,
@@ -83,6 +84,21 @@ impl DeadLetterEnvelope {
             item_index: input.item_index,
             ts: chrono::Utc::now().timestamp(),
         }
+    }
+
+    /// This envelope, or, when its JSON would be longer than `max_bytes` (the server's
+    /// `max_payload`, less room for headers), the same with the body cut to its first
+    /// [`RAW_KEEP_BYTES`] in `original_payload_base64` and its size in `original_size`: a dead
+    /// letter the server would refuse could never be stored, and its original never settled.
+    pub fn within(mut self, payload: &[u8], max_bytes: usize) -> Self {
+        if self.to_json().len() <= max_bytes {
+            return self;
+        }
+        let keep = &payload[..payload.len().min(RAW_KEEP_BYTES)];
+        self.original_payload = None;
+        self.original_payload_base64 = Some(base64::engine::general_purpose::STANDARD.encode(keep));
+        self.original_size = Some(payload.len());
+        self
     }
 
     /// The bytes to re-run: the JSON payload, or the decoded raw bytes.
@@ -146,6 +162,31 @@ mod tests {
         let env = DeadLetterEnvelope::build(input(&body, ErrorType::TooLarge, None));
         assert_eq!(env.original_size, Some(body.len()));
         assert_eq!(env.original_bytes().unwrap().len(), RAW_KEEP_BYTES);
+    }
+
+    #[test]
+    fn an_envelope_too_long_for_the_server_keeps_the_first_bytes_only() {
+        let body = format!("{{\"message_text\":\"{}\"}}", "x".repeat(200_000));
+        let input = EnvelopeInput {
+            source_subject: "v1.messages.upsert.ACME",
+            company: "ACME",
+            payload: body.as_bytes(),
+            error_type: ErrorType::Validation,
+            error: "message_id is missing",
+            retry_count: 1,
+            max_retry: 5,
+            item_index: None,
+        };
+        let whole = DeadLetterEnvelope::build(input.clone()).within(body.as_bytes(), 1 << 20);
+        assert!(whole.original_payload.is_some(), "fits: kept whole");
+        let cut = DeadLetterEnvelope::build(input).within(body.as_bytes(), 100_000);
+        assert!(cut.original_payload.is_none());
+        assert_eq!(cut.original_size, Some(body.len()));
+        assert_eq!(
+            cut.original_bytes().unwrap(),
+            body.as_bytes()[..RAW_KEEP_BYTES]
+        );
+        assert!(cut.to_json().len() <= 100_000);
     }
 
     #[test]

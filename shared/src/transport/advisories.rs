@@ -95,8 +95,13 @@ impl<H: Handler> Runner<H> {
         else {
             return;
         };
-        let dead =
-            recovered_dead_letters(&event, &outcomes[0], advisory, self.settings.max_deliver);
+        let dead = recovered_dead_letters(
+            &event,
+            &outcomes[0],
+            advisory,
+            self.settings.max_deliver,
+            self.client.server_info().max_payload,
+        );
         if dead.is_empty() {
             info!(
                 seq = advisory.stream_seq,
@@ -185,14 +190,15 @@ pub fn recovered_dead_letters(
     outcome: &Outcome,
     advisory: &Advisory,
     max_retry: u32,
+    max_payload: usize,
 ) -> Vec<DeadLetterMessage> {
     match outcome {
         Outcome::Ack => Vec::new(),
         Outcome::AckWithDeadItems(items) => items
             .iter()
-            .map(|d| dead_letter_message(event, d, max_retry))
+            .map(|d| dead_letter_message(event, d, max_retry, max_payload))
             .collect(),
-        Outcome::DeadLetter(d) => vec![dead_letter_message(event, d, max_retry)],
+        Outcome::DeadLetter(d) => vec![dead_letter_message(event, d, max_retry, max_payload)],
         Outcome::Retry { .. } => {
             let why = if advisory.is_max_deliveries() {
                 format!(
@@ -203,7 +209,7 @@ pub fn recovered_dead_letters(
                 "it was terminated on the server while still failing".to_owned()
             };
             let dead = DeadLetter::new(ErrorType::RetryExhausted, why);
-            vec![dead_letter_message(event, &dead, max_retry)]
+            vec![dead_letter_message(event, &dead, max_retry, max_payload)]
         }
     }
 }

@@ -16,11 +16,16 @@ pub struct DeadLetterMessage {
     pub body: Bytes,
 }
 
-/// Builds the DLQ message for `event` (or one item of it) with the given reason.
+/// Room left in a message for its headers (`Nats-Msg-Id` and the protocol's own).
+const HEADER_ROOM: usize = 1024;
+
+/// Builds the DLQ message for `event` (or one item of it) with the given reason, no longer
+/// than the server's `max_payload` allows.
 pub fn dead_letter_message(
     event: &InboundEvent,
     dead: &DeadLetter,
     max_retry: u32,
+    max_payload: usize,
 ) -> DeadLetterMessage {
     let token = Subject::last_token(&event.subject);
     let (subject, company) = match TenantId::parse(token) {
@@ -36,7 +41,8 @@ pub fn dead_letter_message(
         retry_count: event.attempt,
         max_retry,
         item_index: dead.item_index,
-    });
+    })
+    .within(&event.payload, max_payload.saturating_sub(HEADER_ROOM));
     let msg_id = match dead.item_index {
         Some(i) => format!("{}:{}:{i}", event.stream, event.stream_sequence),
         None => format!("{}:{}", event.stream, event.stream_sequence),

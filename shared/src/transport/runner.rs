@@ -50,6 +50,7 @@ fn settle_plan(
     events: &[InboundEvent],
     outcomes: &[Outcome],
     max_retry: u32,
+    max_payload: usize,
 ) -> (Vec<DeadLetterMessage>, Vec<AckKind>) {
     let mut dead = Vec::new();
     let settlements = events
@@ -60,7 +61,7 @@ fn settle_plan(
             Outcome::AckWithDeadItems(items) => {
                 for item in items {
                     error!(subject = %event.subject, seq = event.stream_sequence, item = ?item.item_index, error_type = %item.error_type, error = %item.error, "dead-lettering a history item");
-                    dead.push(dead_letter_message(event, item, max_retry));
+                    dead.push(dead_letter_message(event, item, max_retry, max_payload));
                 }
                 AckKind::Ack
             }
@@ -70,7 +71,7 @@ fn settle_plan(
             }
             Outcome::DeadLetter(dl) => {
                 error!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, error_type = %dl.error_type, error = %dl.error, "dead-lettering");
-                dead.push(dead_letter_message(event, dl, max_retry));
+                dead.push(dead_letter_message(event, dl, max_retry, max_payload));
                 AckKind::Term
             }
         })
@@ -255,7 +256,12 @@ impl<H: Handler> Runner<H> {
                 return release(held, &tickets);
             };
             self.metrics.db_duration(started.elapsed());
-            let (dead, settlements) = settle_plan(&events, &outcomes, self.settings.max_deliver);
+            let (dead, settlements) = settle_plan(
+                &events,
+                &outcomes,
+                self.settings.max_deliver,
+                self.client.server_info().max_payload,
+            );
             // Dead letters are stored by the DLQ stream before the originals are settled.
             if !dead.is_empty()
                 && self
