@@ -387,3 +387,49 @@ async fn a_message_delivered_twice_in_one_batch_is_applied_once() {
     );
     assert_eq!(f.row("SELECT count(*) AS n FROM inbox").await["n"], 1);
 }
+
+#[tokio::test]
+async fn a_value_too_big_for_an_index_fails_its_event_alone() {
+    let f = Fixture::new("idxrow").await;
+    // 12 000 characters that do not compress: no index row can hold them (SQLSTATE 54000).
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let jid: String = (0..12_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect();
+    let batch = vec![
+        f.json(
+            MessageUpsert,
+            json!({"message_id":"ok1","chat_id":"AG_1","flow":"IN"}),
+        ),
+        f.json(
+            MessageUpsert,
+            json!({"message_id":"huge","chat_id":"AG_1","flow":"IN","jid": jid}),
+        ),
+        f.json(
+            MessageUpsert,
+            json!({"message_id":"ok2","chat_id":"AG_1","flow":"IN"}),
+        ),
+    ];
+    let outcomes = f.run(&batch).await;
+    assert_eq!(outcomes[0], Outcome::Ack);
+    assert_eq!(outcomes[2], Outcome::Ack);
+    // Its own fault: dead-lettered at once (validation or the database's refusal), not retried
+    // with its neighbours.
+    assert!(
+        matches!(
+            dead(&outcomes[1]),
+            ErrorType::Validation | ErrorType::DatabasePermanent
+        ),
+        "{outcomes:?}"
+    );
+    let ids = f.rows("SELECT message_id FROM messages ORDER BY 1").await;
+    assert_eq!(
+        ids,
+        vec![json!({"message_id":"ok1"}), json!({"message_id":"ok2"})]
+    );
+}

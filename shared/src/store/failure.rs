@@ -36,8 +36,10 @@ pub fn classify_code(code: &str) -> DbFailure {
         _ => match code.get(..2).unwrap_or("") {
             // connection exceptions, insufficient resources, operator intervention, system errors
             "08" | "53" | "57" | "58" => DbFailure::Unavailable,
-            // data exceptions, integrity constraint violations
-            "22" | "23" => DbFailure::Permanent,
+            // data exceptions, integrity constraint violations, and limits one event's data
+            // exceeds (54000 an index row too big, 54001 JSON nested too deep): that event's
+            // own fault, never a failure of its neighbours
+            "22" | "23" | "54" => DbFailure::Permanent,
             _ => DbFailure::Transient,
         },
     }
@@ -56,6 +58,8 @@ mod tests {
         assert_eq!(classify_code("40P01"), DbFailure::Conflict);
         assert_eq!(classify_code("22P05"), DbFailure::Permanent);
         assert_eq!(classify_code("23505"), DbFailure::Permanent);
+        assert_eq!(classify_code("54000"), DbFailure::Permanent);
+        assert_eq!(classify_code("54001"), DbFailure::Permanent);
         assert_eq!(classify_code("42P01"), DbFailure::Transient);
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbFailure::Unavailable);
         assert_eq!(classify(&sqlx::Error::RowNotFound), DbFailure::Transient);
