@@ -19,6 +19,11 @@ use tokio::time::{timeout_at, Instant};
 /// How long to keep reading after the server has said the request is over.
 const STRAGGLERS: Duration = Duration::from_millis(150);
 
+/// The same after `404 No Messages`, which says nothing of what was sent: every message the
+/// server had was sent before it, so only a replicated consumer's last few can still be on the
+/// way. Short, so that a trickle of events is not delayed by it.
+const NO_MESSAGES_GRACE: Duration = Duration::from_millis(20);
+
 /// How long past its expiry a request is waited for when the server says nothing.
 const SILENCE: Duration = Duration::from_secs(1);
 
@@ -33,9 +38,13 @@ pub struct PullRequest {
 
 impl PullRequest {
     fn body(&self) -> String {
+        // no_wait: the request ends as soon as what is available has been delivered (waiting
+        // up to `expires` only when nothing is), so a trickle of events is not held back
+        // until a batch fills.
         let mut body = serde_json::json!({
             "batch": self.batch.max(1),
             "expires": self.expires.as_nanos() as u64,
+            "no_wait": true,
         });
         if self.max_bytes > 0 {
             body["max_bytes"] = self.max_bytes.into();
@@ -69,7 +78,9 @@ pub async fn pull(
     let mut out = Vec::new();
     let mut until = Instant::now() + request.expires + SILENCE;
     let mut ended: Option<String> = None;
-    while out.len() < request.batch {
+    // How many messages the server says it sent, once it has said the request is over.
+    let mut sent: Option<usize> = None;
+    while out.len() < sent.unwrap_or(request.batch) {
         let Ok(next) = timeout_at(until, replies.next()).await else {
             break;
         };
@@ -93,7 +104,21 @@ pub async fn pull(
                         "{status}: {}",
                         message.description.as_deref().unwrap_or("")
                     ));
-                    until = Instant::now() + STRAGGLERS;
+                    // The status says how much of the request is left undelivered: the rest
+                    // was sent, and is waited for only if it has not all arrived yet.
+                    let left = message
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get("Nats-Pending-Messages"))
+                        .and_then(|v| v.as_str().parse::<usize>().ok());
+                    // Without it, whatever comes within the grace joins the batch.
+                    sent = left.map(|left| request.batch.saturating_sub(left));
+                    let grace = if status == StatusCode::NOT_FOUND {
+                        NO_MESSAGES_GRACE
+                    } else {
+                        STRAGGLERS
+                    };
+                    until = Instant::now() + grace;
                 }
             }
         }
@@ -126,7 +151,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(&r.body()).unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"batch": 10, "expires": 500_000_000u64})
+            serde_json::json!({"batch": 10, "expires": 500_000_000u64, "no_wait": true})
         );
         let r = PullRequest { max_bytes: 64, ..r };
         let body: serde_json::Value = serde_json::from_str(&r.body()).unwrap();
