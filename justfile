@@ -55,7 +55,8 @@ test: stack tools reset-test-db
 # The failover tests at scale: a 3-node JetStream cluster losing nodes under a large workload.
 failover-long: tools
     cargo build -p wa-realtime -p wa-bridge
-    cargo test -p wa-integration-tests --test failover -- --ignored --nocapture
+    FAILOVER_EVENTS="${FAILOVER_EVENTS:-100000}" FAILOVER_RATE="${FAILOVER_RATE:-2000}" \
+      cargo test -p wa-integration-tests --test failover -- failovers_of_every_kind_in_one_run --nocapture
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
 bench *ARGS:
