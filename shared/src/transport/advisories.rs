@@ -23,7 +23,7 @@ use crate::model::ErrorType;
 use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome};
 
 use super::dead_letter::{dead_letter_message, publish_all, DeadLetterMessage};
-use super::runner::Runner;
+use super::runner::{header_pairs, Runner};
 
 /// The advisory subjects of one consumer: deliveries exhausted, message terminated.
 pub fn subjects(stream: &str, consumer: &str) -> [String; 2] {
@@ -154,14 +154,7 @@ impl<H: Handler> Runner<H> {
         Some(InboundEvent {
             subject: m.subject.to_string(),
             payload: m.payload,
-            headers: m
-                .headers
-                .iter()
-                .flat_map(|(k, vs)| {
-                    vs.iter()
-                        .map(move |v| (k.to_string(), v.as_str().to_owned()))
-                })
-                .collect(),
+            headers: header_pairs(&m.headers),
             stream: advisory.stream.clone(),
             stream_sequence: advisory.stream_seq,
             consumer: advisory.consumer.clone(),

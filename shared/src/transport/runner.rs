@@ -195,15 +195,7 @@ impl<H: Handler> Runner<H> {
                 return None;
             }
         };
-        let headers = msg
-            .headers
-            .iter()
-            .flat_map(|h| h.iter())
-            .flat_map(|(k, vs)| {
-                vs.iter()
-                    .map(move |v| (k.to_string(), v.as_str().to_owned()))
-            })
-            .collect();
+        let headers = msg.headers.as_ref().map(header_pairs).unwrap_or_default();
         let event = InboundEvent {
             subject: msg.subject.to_string(),
             payload: msg.payload.clone(),
@@ -321,6 +313,17 @@ impl<H: Handler> Runner<H> {
             }
         }
     }
+}
+
+/// A message's headers as (name, value) pairs, a pair per value.
+pub(super) fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| (k.to_string(), v.as_str().to_owned()))
+        })
+        .collect()
 }
 
 /// Forgets a batch left unsettled (its messages come back after the ack wait).
