@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use validator::Validate;
 
-use super::fields::{timestamp, valid_id, Text};
+use super::fields::{timestamp, valid_id, valid_indexed, Text};
 
 /// A chat as the producer sends it. `chats.update` uses the same shape as a patch, where
 /// `unread_count` is a delta rather than an absolute value.
@@ -13,6 +13,7 @@ use super::fields::{timestamp, valid_id, Text};
 pub struct ChatPayload<'a> {
     #[validate(custom(function = "valid_id"))]
     pub chat_id: Text<'a>,
+    #[validate(custom(function = "valid_indexed"))]
     pub jid: Option<Text<'a>>,
     pub company_id: Option<Text<'a>>,
     #[validate(custom(function = "valid_id"))]
@@ -20,6 +21,7 @@ pub struct ChatPayload<'a> {
     pub push_name: Option<Text<'a>>,
     pub custom_name: Option<Text<'a>>,
     pub group_name: Option<Text<'a>>,
+    #[validate(custom(function = "valid_indexed"))]
     pub phone_number: Option<Text<'a>>,
     pub assigned_to: Option<Text<'a>>,
     pub is_group: Option<bool>,

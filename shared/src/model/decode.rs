@@ -147,6 +147,69 @@ mod tests {
         );
     }
 
+    /// SPEC §6: what the database would refuse because of one event's data is refused at the
+    /// boundary, as `validation`, with a message that is safe to store.
+    #[test]
+    fn limits_the_database_would_refuse_are_validation_errors() {
+        let msg = |extra: &str| {
+            format!(r#"{{"message_id":"m","chat_id":"c","flow":"IN"{extra}}}"#).into_bytes()
+        };
+        let check = |body: Vec<u8>| {
+            decode(&subject("v1.messages.upsert.C"), &body, 1 << 20)
+                .map(drop)
+                .map_err(|e| e.clone())
+        };
+        let nested = |n: usize| format!(r#","message_obj":{}1{}"#, "[".repeat(n), "]".repeat(n));
+        assert!(check(msg(&nested(128))).is_ok(), "128 levels are fine");
+        let long = "6".repeat(257);
+        for (what, extra) in [
+            (
+                "a 257-char jid",
+                format!(r#","jid":"{long}@s.whatsapp.net""#),
+            ),
+            (
+                "a 257-char from_phone",
+                format!(r#","from_phone":"{long}""#),
+            ),
+            ("a 257-char to_phone", format!(r#","to_phone":"{long}""#)),
+            ("message_obj 129 levels deep", nested(129)),
+            ("message_obj 20,000 levels deep", nested(20_000)),
+            (
+                "NUL in message_text",
+                r#","message_text":"a\u0000b""#.into(),
+            ),
+            (
+                "NUL in message_obj",
+                r#","message_obj":{"a":"\u0000"}"#.into(),
+            ),
+            (
+                "a lone surrogate in message_text",
+                r#","message_text":"\ud800""#.into(),
+            ),
+            (
+                "a lone surrogate in key",
+                r#","key":{"id":"\udc00x"}"#.into(),
+            ),
+            ("a NUL in flow", r#","flow":"\u0000""#.into()),
+            ("a negative timestamp", r#","message_timestamp":-1"#.into()),
+            (
+                "a timestamp after 9999",
+                r#","message_timestamp":253402300800000"#.into(),
+            ),
+        ] {
+            let e = check(msg(&extra)).expect_err(what);
+            assert_eq!(e.error_type, ErrorType::Validation, "{what}: {e}");
+            assert!(!e.message.contains('\0'), "{what}: {e:?}");
+        }
+        let e = decode(
+            &subject("v1.chats.upsert.C"),
+            format!(r#"{{"chat_id":"c","phone_number":"{long}"}}"#).as_bytes(),
+            1 << 20,
+        )
+        .expect_err("a long chat phone");
+        assert_eq!(e.error_type, ErrorType::Validation);
+    }
+
     #[test]
     fn absent_company_is_taken_from_the_subject_and_nulls_are_absent() {
         let p = decode(

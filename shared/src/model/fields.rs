@@ -23,6 +23,91 @@ pub fn valid_id(value: &str) -> Result<(), ValidationError> {
     Ok(())
 }
 
+/// Indexed text that is not an id (jid, phone numbers): at most 256 characters, so that no
+/// value can exceed what a Postgres index row holds.
+pub fn valid_indexed(value: &str) -> Result<(), ValidationError> {
+    if value.chars().count() > 256 {
+        return Err(
+            ValidationError::new("too_long").with_message("longer than 256 characters".into())
+        );
+    }
+    Ok(())
+}
+
+/// How deep embedded JSON (`message_obj`, `key`, …) may nest.
+pub const MAX_JSON_DEPTH: usize = 128;
+
+/// Embedded JSON the database can store: nested at most [`MAX_JSON_DEPTH`] levels, and no
+/// string holding a NUL or a lone surrogate (both refused by `jsonb`). Checked apart from the
+/// `validator` rules, which would copy the value into their error (and cannot copy these).
+pub fn embedded_json_problem(value: &serde_json::value::RawValue) -> Option<String> {
+    match json_text_problem(value.get(), MAX_JSON_DEPTH)? {
+        TOO_DEEP => Some(format!("nested deeper than {MAX_JSON_DEPTH} levels")),
+        problem => Some(problem.to_owned()),
+    }
+}
+
+/// Whether JSON text has a string escape naming a lone surrogate.
+pub fn holds_lone_surrogate(json: &str) -> bool {
+    json_text_problem(json, usize::MAX) == Some(LONE)
+}
+
+/// Why JSON text (already known to be well-formed) cannot be stored as `jsonb`: nesting deeper
+/// than `max_depth`, a `\u0000` escape, or a lone surrogate escape. One pass, no allocation.
+pub fn json_text_problem(json: &str, max_depth: usize) -> Option<&'static str> {
+    let bytes = json.as_bytes();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    // A high surrogate escape just read, waiting for its low half.
+    let mut pending_high = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' if bytes.get(i + 1) == Some(&b'u') => {
+                    let unit = bytes
+                        .get(i + 2..i + 6)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u16::from_str_radix(h, 16).ok())?;
+                    match unit {
+                        0 => return Some("a string holds a NUL character (\\u0000)"),
+                        0xD800..=0xDBFF if pending_high => return Some(LONE),
+                        0xD800..=0xDBFF => pending_high = true,
+                        0xDC00..=0xDFFF if pending_high => pending_high = false,
+                        0xDC00..=0xDFFF => return Some(LONE),
+                        _ if pending_high => return Some(LONE),
+                        _ => {}
+                    }
+                    i += 6;
+                    continue;
+                }
+                _ if pending_high => return Some(LONE),
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > max_depth {
+                        return Some(TOO_DEEP);
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    pending_high.then_some(LONE)
+}
+
+const LONE: &str = "a string holds a lone surrogate";
+const TOO_DEEP: &str = "JSON nested too deep";
+
 /// Values above this are milliseconds, not seconds.
 const MILLIS_THRESHOLD: i64 = 100_000_000_000;
 
@@ -126,6 +211,31 @@ mod tests {
         assert!(valid_id(&"é".repeat(256)).is_ok());
         assert!(valid_id("a\nb").is_err());
         assert!(valid_id("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn embedded_json_the_database_cannot_store() {
+        let problem = |j: &str| json_text_problem(j, 3);
+        assert_eq!(
+            problem(r#"{"a":[1,{"b":"x\\u0000"}]}"#),
+            None,
+            "an escaped backslash"
+        );
+        assert_eq!(
+            problem(r#"{"a":"\ud83d\ude00 \u00e9"}"#),
+            None,
+            "a surrogate pair"
+        );
+        assert_eq!(problem(r#"[[["deep"]]]"#), None, "three levels");
+        assert_eq!(problem(r#"["[[[{{{"]"#), None, "brackets in a string");
+        assert_eq!(problem(r#"[[[[1]]]]"#), Some(TOO_DEEP));
+        assert!(problem(r#"{"a":"x\u0000"}"#).unwrap().contains("NUL"));
+        assert_eq!(problem(r#""\ud800""#), Some(LONE));
+        assert_eq!(problem(r#""\ud800x""#), Some(LONE));
+        assert_eq!(problem(r#""\ud800\ud800""#), Some(LONE));
+        assert_eq!(problem(r#""\udc00""#), Some(LONE));
+        assert_eq!(problem(r#""\ud800\n""#), Some(LONE));
+        assert_eq!(problem(r#""\uD83D\uDE00""#), None, "upper-case hex");
     }
 
     #[test]

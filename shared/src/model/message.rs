@@ -4,7 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use validator::Validate;
 
-use super::fields::{first_of, text_or_number, timestamp, valid_id, Text};
+use super::fields::{first_of, text_or_number, timestamp, valid_id, valid_indexed, Text};
 
 /// Direction of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -33,8 +33,11 @@ pub struct MessagePayload<'a> {
     #[validate(custom(function = "valid_id"))]
     pub chat_id: Text<'a>,
     pub flow: Flow,
+    #[validate(custom(function = "valid_indexed"))]
     pub jid: Option<Text<'a>>,
+    #[validate(custom(function = "valid_indexed"))]
     pub from_phone: Option<Text<'a>>,
+    #[validate(custom(function = "valid_indexed"))]
     pub to_phone: Option<Text<'a>>,
     pub message_text: Option<Text<'a>>,
     pub message_url: Option<Text<'a>>,

@@ -72,13 +72,27 @@ impl<'de> de::Visitor<'de> for TextVisitor {
         Ok(Text(Cow::Borrowed(v)))
     }
 
+    // Only a string with escapes is copied, and only an escape can put a NUL into it (JSON
+    // has no raw control characters in strings): Postgres stores no NUL in text, so a field
+    // holding one is refused here rather than by the database.
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        no_nul(v)?;
         Ok(Text(Cow::Owned(v.to_owned())))
     }
 
     fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        no_nul(&v)?;
         Ok(Text(Cow::Owned(v)))
     }
+}
+
+fn no_nul<E: de::Error>(v: &str) -> Result<(), E> {
+    if v.contains('\0') {
+        return Err(E::custom(
+            "a string holds a NUL character (\\u0000), which cannot be stored",
+        ));
+    }
+    Ok(())
 }
 
 /// The string methods of a visitor of `Option<Text>`: the string, borrowed when it can be.

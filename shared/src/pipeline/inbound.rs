@@ -38,10 +38,11 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// The error is made printable: it may quote the event's data, and it is stored as text.
     pub fn new(error_type: ErrorType, error: impl Into<String>) -> Self {
         DeadLetter {
             error_type,
-            error: error.into(),
+            error: crate::model::item::printable(error.into()),
             item_index: None,
         }
     }
