@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, Postgres};
 
 use crate::model::{quote_ident, TenantId};
 
+use super::failure::{classify, DbFailure};
 use super::{tenant_tx, SYSTEM_SCHEMA};
 
 /// Where an exhausted event is recorded.
@@ -29,7 +30,7 @@ impl Home {
 }
 
 /// A row to record; `(dlq_stream, dlq_sequence, item_index)` makes recording idempotent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct NewExhausted<'a> {
     pub company_id: &'a str,
     pub source_subject: &'a str,
@@ -66,10 +67,10 @@ pub async fn record(
         quote_ident(schema)
     );
     let done = sqlx::query::<Postgres>(&sql)
-        .bind(e.company_id)
-        .bind(e.source_subject)
+        .bind(storable_text(e.company_id))
+        .bind(storable_text(e.source_subject))
         .bind(e.error_type)
-        .bind(e.last_error)
+        .bind(storable_text(e.last_error))
         .bind(e.retry_count)
         .bind(e.event_timestamp)
         .bind(e.dlq_payload)
@@ -84,8 +85,18 @@ pub async fn record(
     Ok(done.rows_affected() == 1)
 }
 
+/// Text as a `text` column can hold it: NUL written as `\u0000` (the rest as it is).
+fn storable_text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        s.replace('\0', "\\u0000").into()
+    } else {
+        s.into()
+    }
+}
+
 /// Records `rows` in the schema of `home` (already migrated) in one transaction: all of them or
-/// none. A long lock surfaces as an error after `lock_timeout`.
+/// none. A long lock surfaces as an error after `lock_timeout`. Any content is stored: a row
+/// whose JSON `jsonb` refuses keeps its original as raw bytes, with the JSON columns null.
 pub async fn record_all(
     pool: &PgPool,
     home: &Home,
@@ -95,7 +106,29 @@ pub async fn record_all(
     let schema = home.schema_name();
     let mut tx = tenant_tx::begin_plain(pool, lock_timeout).await?;
     for row in rows {
-        record(&mut tx, &schema, row).await?;
+        sqlx::query("SAVEPOINT exhausted").execute(&mut *tx).await?;
+        match record(&mut tx, &schema, row).await {
+            Ok(_) => {}
+            // The JSON holds what `jsonb` refuses (a NUL, a lone surrogate, a number out of
+            // range, nesting too deep): the row is kept with its bytes instead.
+            Err(e) if classify(&e) == DbFailure::Permanent => {
+                sqlx::query("ROLLBACK TO SAVEPOINT exhausted")
+                    .execute(&mut *tx)
+                    .await?;
+                let raw = row.original_payload.map(str::as_bytes);
+                let as_bytes = NewExhausted {
+                    dlq_payload: None,
+                    original_payload: None,
+                    original_payload_raw: row.original_payload_raw.or(raw),
+                    ..*row
+                };
+                record(&mut tx, &schema, &as_bytes).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        sqlx::query("RELEASE SAVEPOINT exhausted")
+            .execute(&mut *tx)
+            .await?;
     }
     tx.commit().await
 }
