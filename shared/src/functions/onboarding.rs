@@ -210,6 +210,11 @@ impl Handler for Onboarding {
         for (tenant, candidates) in groups {
             if let Err(e) = self.schemas.ensure(&tenant).await {
                 let reason = e.to_string();
+                if let SchemaError::Owned { .. } = &e {
+                    // Refused tenants are the realtime function's to dead-letter.
+                    debug!(tenant = %tenant, %reason, "tenant refused; nothing to onboard");
+                    continue;
+                }
                 if let SchemaError::Db(db) = &e {
                     if classify(db) == DbFailure::Unavailable {
                         return Err(Unavailable(reason));

@@ -13,13 +13,15 @@ use crate::store::{tenant_tx, SchemaError, TenantTx};
 use super::inbound::{DeadLetter, InboundEvent, Outcome};
 use super::plan::{Decoded, Plan};
 use super::process::{Processor, Unavailable};
-use crate::store::failure::{classify, DbFailure};
+use crate::store::failure::{classify, is_missing_partition, DbFailure};
 
 /// Whether a tenant's schema is ready for its events.
 enum Prepared {
     Ready,
     /// Not now: the events are retried later, for this reason.
     Retry(String),
+    /// Never: the events are refused, for this reason.
+    Refused(DeadLetter),
 }
 
 /// Runs of the same transaction after a serialization failure or deadlock.
@@ -33,8 +35,16 @@ impl Processor {
         tenant: &TenantId,
         decoded: &[Decoded<'_>],
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
-        if let Prepared::Retry(reason) = self.prepare(tenant, decoded).await? {
-            return Ok(self.all_transient(events, decoded, &reason));
+        match self.prepare(tenant, decoded).await? {
+            Prepared::Ready => {}
+            Prepared::Retry(reason) => return Ok(self.all_transient(events, decoded, &reason)),
+            Prepared::Refused(dead) => {
+                warn!(tenant = %tenant, error = %dead.error, "events refused");
+                return Ok(decoded
+                    .iter()
+                    .map(|d| (d.idx, Outcome::DeadLetter(dead.clone())))
+                    .collect());
+            }
         }
         let mut out = Vec::with_capacity(decoded.len());
         // Ranges still to write, in stream order (a stack: last pushed is next).
@@ -42,7 +52,10 @@ impl Processor {
         while let Some((lo, hi, item_by_item)) = todo.pop() {
             let part = &decoded[lo..hi];
             // A conflict runs the same transaction again; the last one is a transient failure.
+            // A missing partition (detached or dropped since it was cached) is created again,
+            // once, and the transaction run again.
             let mut attempt = 1;
+            let mut repartitioned = false;
             let written = loop {
                 match self.write_tx(events, tenant, part, item_by_item).await {
                     Err(e)
@@ -50,6 +63,15 @@ impl Processor {
                     {
                         debug!(tenant = %tenant, attempt, error = %e, "write conflict; running again");
                         attempt += 1;
+                    }
+                    Err(e) if is_missing_partition(&e) && !repartitioned => {
+                        warn!(tenant = %tenant, error = %e, "a message partition is gone; creating it again");
+                        repartitioned = true;
+                        self.schemas.forget_partitions(tenant);
+                        let dates = part.iter().flat_map(Decoded::message_dates);
+                        if let Err(e) = self.schemas.ensure_partitions(tenant, dates).await {
+                            break Err(e);
+                        }
                     }
                     other => break other,
                 }
@@ -106,6 +128,12 @@ impl Processor {
         let e = match self.schemas.ensure(tenant).await {
             Err(SchemaError::NotMigrated(s)) => {
                 return Ok(Prepared::Retry(format!("schema {s} is not migrated")))
+            }
+            Err(e @ SchemaError::Owned { .. }) => {
+                return Ok(Prepared::Refused(DeadLetter::new(
+                    ErrorType::Tenant,
+                    e.to_string(),
+                )))
             }
             Err(SchemaError::Db(e)) => e,
             Ok(()) => match self

@@ -27,6 +27,25 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
     }
 }
 
+/// The error's SQLSTATE, when the database raised it.
+pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
+    match err {
+        sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
+        _ => None,
+    }
+}
+
+/// A row was refused because no partition of its table takes it: a monthly `messages`
+/// partition was detached or dropped after it was cached as present.
+pub fn is_missing_partition(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.code().as_deref() == Some("23514") && db.message().starts_with("no partition of")
+        }
+        _ => false,
+    }
+}
+
 /// Classifies a SQLSTATE code.
 pub fn classify_code(code: &str) -> DbFailure {
     match code {

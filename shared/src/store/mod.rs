@@ -11,6 +11,7 @@
 //! * [`failure`]: what a database error means for the events of a write (the one classifier).
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
 //! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
+//! * [`tenants`]: which company id owns each tenant schema.
 
 pub mod agents;
 pub mod attempts;
@@ -25,6 +26,7 @@ pub mod messages;
 pub mod onboarding;
 pub mod schema;
 pub mod tenant_tx;
+pub mod tenants;
 pub mod unread;
 
 pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};

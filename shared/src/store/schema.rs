@@ -34,6 +34,7 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(3, "0003", "exhausted_event_digest"),
     migration!(4, "0004", "inbox_publish_time"),
     migration!(5, "0005", "delivery_attempts"),
+    migration!(6, "0006", "tenants"),
 ];
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
@@ -44,6 +45,13 @@ pub const SYSTEM_SCHEMA: &str = "wa_system";
 pub enum SchemaError {
     #[error("schema {0} is not migrated and DB_AUTO_MIGRATE is off")]
     NotMigrated(String),
+    /// The schema belongs to an id that differs from this one only in case (SPEC §3).
+    #[error("tenant {tenant} is refused: its schema {schema} belongs to tenant {owner} (ids that differ only in case share a schema)")]
+    Owned {
+        tenant: String,
+        schema: String,
+        owner: String,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -53,6 +61,8 @@ pub struct Schemas {
     pool: PgPool,
     auto_migrate: bool,
     ready: Mutex<HashSet<String>>,
+    /// Tenants known to own their schema.
+    owners: Mutex<HashSet<TenantId>>,
     partitions: Mutex<HashSet<(String, i32)>>,
 }
 
@@ -62,13 +72,29 @@ impl Schemas {
             pool,
             auto_migrate,
             ready: Mutex::default(),
+            owners: Mutex::default(),
             partitions: Mutex::default(),
         }
     }
 
-    /// Makes sure the tenant's schema exists at the latest migration.
+    /// Makes sure the tenant owns its schema (recorded in `wa_system.tenants` the first time)
+    /// and the schema exists at the latest migration.
     pub async fn ensure(&self, tenant: &TenantId) -> Result<(), SchemaError> {
-        self.ensure_schema(&tenant.schema_name()).await
+        if self.owners.lock().expect("lock").contains(tenant) {
+            return Ok(());
+        }
+        self.ensure_schema(SYSTEM_SCHEMA).await?;
+        let owner = super::tenants::claim(&self.pool, tenant).await?;
+        if owner != tenant.as_str() {
+            return Err(SchemaError::Owned {
+                tenant: tenant.to_string(),
+                schema: tenant.schema_name(),
+                owner,
+            });
+        }
+        self.ensure_schema(&tenant.schema_name()).await?;
+        self.owners.lock().expect("lock").insert(tenant.clone());
+        Ok(())
     }
 
     /// Same as [`Schemas::ensure`] for a schema given by name (the system schema).
@@ -114,15 +140,7 @@ impl Schemas {
             .execute(&mut *tx)
             .await?;
         for &month in &missing {
-            let (from, to) = month_bounds(month);
-            let (from, to) = (sql_date(from), sql_date(to));
-            let name = format!("messages_{}_{:02}", month / 12, month % 12 + 1);
-            let sql = format!(
-                "CREATE TABLE IF NOT EXISTS {s}.{p} PARTITION OF {s}.messages FOR VALUES FROM ('{from}') TO ('{to}')",
-                s = quote_ident(&schema),
-                p = quote_ident(&name),
-            );
-            sqlx::query(&sql).execute(&mut *tx).await?;
+            create_partition(&mut tx, &schema, month).await?;
         }
         tx.commit().await?;
         let mut known = self.partitions.lock().expect("lock");
@@ -130,15 +148,87 @@ impl Schemas {
         Ok(())
     }
 
+    /// Forgets which partitions of the tenant exist (after a row found none: an operator
+    /// detached or dropped one).
+    pub fn forget_partitions(&self, tenant: &TenantId) {
+        let schema = tenant.schema_name();
+        self.partitions
+            .lock()
+            .expect("lock")
+            .retain(|(s, _)| *s != schema);
+    }
+
     /// Forgets what is known about a tenant (after an error that suggests it changed).
     pub fn forget(&self, tenant: &TenantId) {
         let schema = tenant.schema_name();
+        self.owners.lock().expect("lock").remove(tenant);
         self.ready.lock().expect("lock").remove(&schema);
         self.partitions
             .lock()
             .expect("lock")
             .retain(|(s, _)| *s != schema);
     }
+}
+
+/// Creates the `messages` partition of `month` unless one covers it. Its name is
+/// `messages_YYYY_MM`, or `messages_YYYY_MM_<n>` when an operator detached the partition of
+/// that name and kept the table (retention by detaching).
+async fn create_partition(
+    tx: &mut sqlx::PgConnection,
+    schema: &str,
+    month: i32,
+) -> Result<(), sqlx::Error> {
+    let (from, to) = month_bounds(month);
+    let (from, to) = (sql_date(from), sql_date(to));
+    let base = format!("messages_{}_{:02}", month / 12, month % 12 + 1);
+    let s = quote_ident(schema);
+    for n in 0.. {
+        let name = if n == 0 {
+            base.clone()
+        } else {
+            format!("{base}_{n}")
+        };
+        let p = quote_ident(&name);
+        sqlx::query("SAVEPOINT partition").execute(&mut *tx).await?;
+        let created = sqlx::query(&format!(
+            "CREATE TABLE {s}.{p} PARTITION OF {s}.messages FOR VALUES FROM ('{from}') TO ('{to}')"
+        ))
+        .execute(&mut *tx)
+        .await;
+        let code = match created {
+            Ok(_) => None,
+            Err(e) => match super::failure::sqlstate(&e).as_deref() {
+                // duplicate_table, invalid_object_definition (overlaps another partition)
+                Some(c @ ("42P07" | "42P17")) => Some(c.to_owned()),
+                _ => return Err(e),
+            },
+        };
+        let verb = if code.is_some() {
+            "ROLLBACK TO"
+        } else {
+            "RELEASE"
+        };
+        sqlx::query(&format!("{verb} SAVEPOINT partition"))
+            .execute(&mut *tx)
+            .await?;
+        match code.as_deref() {
+            None | Some("42P17") => return Ok(()),
+            _ => {
+                let attached: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_inherits
+                     WHERE inhrelid = to_regclass($1) AND inhparent = to_regclass($2))",
+                )
+                .bind(format!("{s}.{p}"))
+                .bind(format!("{s}.messages"))
+                .fetch_one(&mut *tx)
+                .await?;
+                if attached {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    unreachable!("a free partition name is always found")
 }
 
 /// A date as Postgres reads it: chrono writes years past 9999 with a sign (`+10000-01-01`),
