@@ -182,7 +182,8 @@ impl<'a> ChatRows<'a> {
 ///
 /// Last message and absolute unread count are applied only when the event is not older
 /// than the stored conversation (0 or NULL stored = nothing known yet). A delta row's unread
-/// count becomes `reset ? unread : GREATEST(stored + unread, floor)` ([`UnreadDelta`]).
+/// count becomes `reset ? unread : GREATEST(stored + unread, floor)` ([`UnreadDelta`]), the sum
+/// saturating at the largest `integer` as the folded deltas do: a count never overflows.
 const UPSERT_CHATS: &str = r#"
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[],
@@ -218,7 +219,7 @@ WITH u AS (
             WHEN u.unread IS NULL THEN c.unread_count
             WHEN u.delta THEN CASE
                 WHEN u.reset THEN u.unread
-                ELSE GREATEST(COALESCE(c.unread_count, 0) + u.unread, u.floor) END
+                ELSE GREATEST(LEAST(COALESCE(c.unread_count, 0)::int8 + u.unread, 2147483647)::int4, u.floor) END
             WHEN COALESCE(c.conversation_timestamp, 0) = 0
                  OR COALESCE(u.conv_ts, 0) >= c.conversation_timestamp THEN u.unread
             ELSE c.unread_count END,

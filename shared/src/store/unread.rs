@@ -65,11 +65,12 @@ impl UnreadDelta {
 mod tests {
     use super::UnreadDelta;
 
-    /// One `chats.update` delta applied to a stored count, as the statement did before folding.
+    /// One `chats.update` delta applied to a stored count, as the statement applies it alone
+    /// (saturating at `i32::MAX`).
     fn step(x: Option<i32>, d: i32) -> i32 {
         let x = x.unwrap_or(0);
         match d {
-            d if d > 0 => x + d,
+            d if d > 0 => x.saturating_add(d),
             0 => 0,
             _ => x.max(1),
         }
@@ -77,7 +78,7 @@ mod tests {
 
     #[test]
     fn any_run_of_deltas_composes_into_one() {
-        let deltas = [-1, 0, 1, 2, 5];
+        let deltas = [-1, 0, 1, 2, 5, i32::MAX];
         // Every run of up to 4 deltas, from every stored count.
         let mut runs: Vec<Vec<i32>> = vec![vec![]];
         for _ in 0..4 {
@@ -96,7 +97,7 @@ mod tests {
         }
         for run in runs.iter().filter(|r| !r.is_empty()) {
             let folded = run.iter().fold(UnreadDelta::IDENTITY, |f, &d| f.then(d));
-            for stored in [None, Some(0), Some(1), Some(3)] {
+            for stored in [None, Some(0), Some(1), Some(3), Some(i32::MAX - 1)] {
                 let sequential = run.iter().fold(stored, |x, &d| Some(step(x, d)));
                 assert_eq!(
                     Some(folded.apply(stored)),
