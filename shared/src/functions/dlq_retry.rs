@@ -8,7 +8,7 @@ use chrono::DateTime;
 use sqlx::PgPool;
 use tracing::{error, info};
 
-use super::{Defaults, FunctionKind, FunctionSpec, Scope};
+use super::{Defaults, FunctionKind, FunctionSpec, Onboarding, Scope, ONBOARDING};
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
 use crate::pipeline::{
     DeadLetter, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, RetryPolicy,
@@ -38,11 +38,14 @@ pub const DLQ_RETRY: FunctionSpec = FunctionSpec {
     metrics_prefix: "dlq",
 };
 
-/// The dlq-retry handler: re-runs events through the core, records the rest in the store.
-/// Its settings carry dlq-retry's own `max_deliver` and backoff.
+/// The dlq-retry handler: re-runs events through the core (or onboarding, for its dead
+/// letters), records the rest in the store. Its settings carry dlq-retry's own `max_deliver`
+/// and backoff.
 pub struct DlqRetry {
     /// Runs re-tried events (only its `process_batch`).
     core: Arc<Processor>,
+    /// Runs re-tried events that onboarding dead-lettered.
+    onboarding: Box<Onboarding>,
     pool: PgPool,
     schemas: Schemas,
     settings: ProcessorSettings,
@@ -51,13 +54,65 @@ pub struct DlqRetry {
 
 /// What happens to one DLQ message.
 enum Disposition {
-    /// Run the original event through the core again.
+    /// Run the original event again, through the function that dead-lettered it.
     Rerun {
         envelope: DeadLetterEnvelope,
         event: InboundEvent,
+        route: Route,
     },
     /// Record it as exhausted now.
     Exhaust(ExhaustedRow),
+}
+
+/// Which function a dead letter goes back through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Core,
+    Onboarding,
+}
+
+impl Route {
+    /// Onboarding's dead letters (its durable, or one of its `COMPANY_ID` durables) go back
+    /// through onboarding; the rest through the core.
+    fn of(envelope: &DeadLetterEnvelope) -> Self {
+        let durable = ONBOARDING.durable;
+        match envelope.consumer.as_deref() {
+            Some(c)
+                if c == durable || c.strip_prefix(durable).is_some_and(|t| t.starts_with('_')) =>
+            {
+                Route::Onboarding
+            }
+            _ => Route::Core,
+        }
+    }
+}
+
+/// The original of a dead letter, as the stream message it was: the same stream position and
+/// publish time (so its inbox key makes a re-run apply once, however many DLQ copies there are,
+/// and time-ordered writes see its own time), delivered by dlq-retry. A history item's re-run
+/// is a unit of its own, keyed apart from its batch. Envelopes of earlier versions carry no
+/// position: the DLQ message's stands in.
+fn original_event(
+    envelope: &DeadLetterEnvelope,
+    payload: Vec<u8>,
+    dlq: &InboundEvent,
+) -> InboundEvent {
+    let stream = match (&envelope.source_stream, envelope.item_index) {
+        (Some(s), Some(i)) => format!("{s}#item{i}"),
+        (Some(s), None) => s.clone(),
+        (None, _) => dlq.stream.clone(),
+    };
+    InboundEvent {
+        subject: envelope.source_subject.clone(),
+        payload: payload.into(),
+        headers: Vec::new(),
+        stream,
+        stream_sequence: envelope.source_sequence.unwrap_or(dlq.stream_sequence),
+        consumer: dlq.consumer.clone(),
+        delivered: dlq.delivered,
+        attempt: dlq.attempt,
+        published_at: envelope.published_at.unwrap_or(dlq.published_at),
+    }
 }
 
 /// An exhausted event to record, before it is bound to its DLQ message.
@@ -114,6 +169,7 @@ impl DlqRetry {
     pub fn new(core: Arc<Processor>, pool: PgPool, settings: ProcessorSettings) -> Self {
         DlqRetry {
             core,
+            onboarding: Box::new(Onboarding::new(pool.clone(), settings.clone())),
             schemas: Schemas::new(pool.clone(), settings.auto_migrate),
             retry: settings.retry_policy(),
             pool,
@@ -189,17 +245,8 @@ impl DlqRetry {
         );
         match (retryable, original) {
             (true, Some(payload)) => Disposition::Rerun {
-                event: InboundEvent {
-                    subject: envelope.source_subject.clone(),
-                    payload: payload.into(),
-                    headers: Vec::new(),
-                    stream: dlq.stream.clone(),
-                    stream_sequence: dlq.stream_sequence,
-                    consumer: dlq.consumer.clone(),
-                    delivered: dlq.delivered,
-                    attempt: dlq.attempt,
-                    published_at: dlq.published_at,
-                },
+                event: original_event(&envelope, payload, dlq),
+                route: Route::of(&envelope),
                 envelope,
             },
             // Permanent errors are not retried again.
@@ -220,7 +267,14 @@ impl DlqRetry {
         outcomes: &mut [Option<Outcome>],
     ) -> Result<(), Unavailable> {
         let mut by_home: BTreeMap<Home, Vec<(usize, ExhaustedRow)>> = BTreeMap::new();
-        for (i, r) in records {
+        for (i, mut r) in records {
+            // A tenant refused because another id owns its schema (SPEC §3) is never written
+            // into that schema: its exhausted events go to the system schema.
+            if let Home::Tenant(t) = &r.home {
+                if let Err(SchemaError::Owned { .. }) = self.schemas.ensure(t).await {
+                    r.home = Home::System;
+                }
+            }
             by_home.entry(r.home.clone()).or_default().push((i, r));
         }
         for (home, rows) in by_home {
@@ -260,13 +314,14 @@ impl DlqRetry {
         events: &[InboundEvent],
         rows: &[(usize, ExhaustedRow)],
     ) -> Result<(), sqlx::Error> {
-        self.schemas
-            .ensure_schema(&home.schema_name())
-            .await
-            .map_err(|e| match e {
-                SchemaError::Db(e) => e,
-                other => sqlx::Error::Configuration(other.to_string().into()),
-            })?;
+        let ready = match home {
+            Home::Tenant(t) => self.schemas.ensure(t).await,
+            Home::System => self.schemas.ensure_schema(&home.schema_name()).await,
+        };
+        ready.map_err(|e| match e {
+            SchemaError::Db(e) => e,
+            other => sqlx::Error::Configuration(other.to_string().into()),
+        })?;
         let rows: Vec<NewExhausted> = rows.iter().map(|(i, r)| r.bound_to(&events[*i])).collect();
         exhausted::record_all(&self.pool, home, &rows, self.settings.lock_timeout).await
     }
@@ -298,16 +353,41 @@ impl Handler for DlqRetry {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut records: Vec<(usize, ExhaustedRow)> = Vec::new();
         let mut reruns: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
+        let mut onboarding: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match self.disposition(e) {
-                Disposition::Rerun { envelope, event } => reruns.push((i, envelope, event)),
+                Disposition::Rerun {
+                    envelope,
+                    event,
+                    route: Route::Core,
+                } => reruns.push((i, envelope, event)),
+                Disposition::Rerun {
+                    envelope,
+                    event,
+                    route: Route::Onboarding,
+                } => onboarding.push((i, envelope, event)),
                 Disposition::Exhaust(r) => records.push((i, r)),
             }
         }
+        let mut results = Vec::new();
         if !reruns.is_empty() {
             let batch: Vec<InboundEvent> = reruns.iter().map(|(_, _, e)| e.clone()).collect();
-            let results = self.core.process_batch(&batch).await?;
-            for ((i, envelope, _), outcome) in reruns.into_iter().zip(results) {
+            results.extend(
+                reruns
+                    .into_iter()
+                    .zip(self.core.process_batch(&batch).await?),
+            );
+        }
+        if !onboarding.is_empty() {
+            let batch: Vec<InboundEvent> = onboarding.iter().map(|(_, _, e)| e.clone()).collect();
+            results.extend(
+                onboarding
+                    .into_iter()
+                    .zip(self.onboarding.handle(&batch).await?),
+            );
+        }
+        {
+            for ((i, envelope, _), outcome) in results {
                 let dlq = &events[i];
                 let exhaust = |d: &DeadLetter| {
                     let tenant =

@@ -1,6 +1,7 @@
 //! Dead letters: the JSON envelope published to `v1.dlq.<company>`.
 
 use base64::Engine as _;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -30,6 +31,27 @@ pub struct DeadLetterEnvelope {
     pub item_index: Option<usize>,
     /// Unix seconds when the envelope was made.
     pub ts: i64,
+    /// The original's stream (absent in envelopes of earlier versions, as are the next three).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_stream: Option<String>,
+    /// The original's sequence in its stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_sequence: Option<u64>,
+    /// When the stream stored the original (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published_at: Option<DateTime<Utc>>,
+    /// The durable consumer that dead-lettered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+}
+
+/// Where the original of a dead letter was: its stream position, publish time and consumer.
+#[derive(Debug, Clone, Copy)]
+pub struct SourcePosition<'a> {
+    pub stream: &'a str,
+    pub sequence: u64,
+    pub published_at: DateTime<Utc>,
+    pub consumer: &'a str,
 }
 
 /// What the envelope is built from.
@@ -50,7 +72,9 @@ impl DeadLetterEnvelope {
         let json = (input.error_type != ErrorType::TooLarge)
             .then(|| std::str::from_utf8(input.payload).ok())
             .flatten()
-            .and_then(|s| serde_json::from_str::<Box<RawValue>>(s).ok());
+            .and_then(|s| serde_json::from_str::<Box<RawValue>>(s).ok())
+            // A body of `null` would read back as no payload at all: it is kept as bytes.
+            .filter(|raw| raw.get() != "null");
         let item_payload = match (&json, input.item_index) {
             (Some(raw), Some(index)) => {
                 super::history::history_item_as_batch(input.source_subject, raw, index)
@@ -83,6 +107,22 @@ impl DeadLetterEnvelope {
             max_retry: input.max_retry,
             item_index: input.item_index,
             ts: chrono::Utc::now().timestamp(),
+            source_stream: None,
+            source_sequence: None,
+            published_at: None,
+            consumer: None,
+        }
+    }
+
+    /// This envelope with the original's position: dlq-retry re-runs the original as the
+    /// stream message it was (its inbox key and publish time), through the consumer's function.
+    pub fn at(self, source: SourcePosition<'_>) -> Self {
+        DeadLetterEnvelope {
+            source_stream: Some(source.stream.to_owned()),
+            source_sequence: Some(source.sequence),
+            published_at: Some(source.published_at),
+            consumer: Some(source.consumer.to_owned()),
+            ..self
         }
     }
 
@@ -187,6 +227,33 @@ mod tests {
             body.as_bytes()[..RAW_KEEP_BYTES]
         );
         assert!(cut.to_json().len() <= 100_000);
+    }
+
+    #[test]
+    fn a_history_item_is_cut_out_whatever_its_neighbours_hold() {
+        // A lone surrogate and a number no float holds, in items other than the dead one.
+        let body = br#"{"messages":[{"message_id":"a\ud800"},{"message_id":"b","n":1e400}],"agent_id":"AG","x":1}"#;
+        let env = DeadLetterEnvelope::build(input(body, ErrorType::Validation, Some(1)));
+        assert_eq!(
+            env.original_payload.unwrap().get(),
+            r#"{"messages":[{"message_id":"b","n":1e400}],"agent_id":"AG"}"#
+        );
+        let chats = br#"{"chats":[{"chat_id":"a"},{"chat_id":"b\ud800"}]}"#;
+        let env = DeadLetterEnvelope::build(EnvelopeInput {
+            source_subject: "v1.history.chats.CMP001",
+            ..input(chats, ErrorType::Validation, Some(1))
+        });
+        assert_eq!(
+            env.original_payload.unwrap().get(),
+            r#"{"chats":[{"chat_id":"b\ud800"}]}"#
+        );
+    }
+
+    #[test]
+    fn a_body_of_null_reads_back() {
+        let env = DeadLetterEnvelope::build(input(b" null ", ErrorType::Validation, None));
+        let back: DeadLetterEnvelope = serde_json::from_slice(&env.to_json()).unwrap();
+        assert_eq!(back.original_bytes().unwrap(), b" null ");
     }
 
     #[test]

@@ -102,25 +102,57 @@ where
     })
 }
 
-/// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`),
-/// so a dead-lettered item can be re-run through the same core on its own.
-pub fn history_item_as_batch(
+/// A history body reduced to its item `index`, as a batch of one (`{"messages":[item], …}`,
+/// with the sync's `agent_id` and `is_last_batch`), so a dead-lettered item can be re-run
+/// through the same core on its own. The item and the fields are copied as they were written,
+/// byte for byte: whatever the item holds (a lone surrogate, a number no float can hold), its
+/// dead letter holds it too, and nothing of the other items.
+pub fn history_item_as_batch<'a>(
     source_subject: &str,
-    body: &RawValue,
+    body: &'a RawValue,
     index: usize,
 ) -> Option<Box<RawValue>> {
-    let key = match Subject::parse(source_subject).ok()?.kind {
-        EventKind::HistoryChats => "chats",
-        EventKind::HistoryMessages => "messages",
-        EventKind::HistoryContacts => "contacts",
+    /// The parts of a history body a batch of one keeps, unparsed.
+    #[derive(Deserialize, serde::Serialize)]
+    struct Parts<'a> {
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        chats: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        messages: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        contacts: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        is_last_batch: Option<&'a RawValue>,
+        #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+        agent_id: Option<&'a RawValue>,
+    }
+    let kind = Subject::parse(source_subject).ok()?.kind;
+    let parts: Parts = serde_json::from_str(body.get()).ok()?;
+    let one = |items: Option<Vec<&'a RawValue>>| -> Option<Option<Vec<&'a RawValue>>> {
+        Some(Some(vec![*items?.get(index)?]))
+    };
+    let batch = match kind {
+        EventKind::HistoryChats => Parts {
+            chats: one(parts.chats)?,
+            messages: None,
+            contacts: None,
+            is_last_batch: None,
+            agent_id: None,
+        },
+        EventKind::HistoryMessages => Parts {
+            messages: one(parts.messages)?,
+            chats: None,
+            contacts: None,
+            ..parts
+        },
+        EventKind::HistoryContacts => Parts {
+            contacts: one(parts.contacts)?,
+            chats: None,
+            messages: None,
+            is_last_batch: None,
+            agent_id: None,
+        },
         _ => return None,
     };
-    let mut map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(body.get()).ok()?;
-    let item = match map.get_mut(key)? {
-        serde_json::Value::Array(items) if index < items.len() => items.swap_remove(index),
-        _ => return None,
-    };
-    map.insert(key.to_owned(), serde_json::Value::Array(vec![item]));
-    serde_json::value::to_raw_value(&map).ok()
+    serde_json::value::to_raw_value(&batch).ok()
 }

@@ -17,7 +17,7 @@ pub mod text;
 pub use agent::AgentPayload;
 pub use chat::{ChatPayload, UnreadCount};
 pub use contact::ContactPayload;
-pub use dead_letter::{DeadLetterEnvelope, EnvelopeInput};
+pub use dead_letter::{DeadLetterEnvelope, EnvelopeInput, SourcePosition};
 pub use decode::{decode, Payload};
 pub use error_type::ErrorType;
 pub use history::HistoryItem;

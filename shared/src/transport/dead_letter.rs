@@ -5,7 +5,7 @@ use async_nats::jetstream::Context;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 
-use crate::model::{DeadLetterEnvelope, EnvelopeInput, Subject, TenantId};
+use crate::model::{DeadLetterEnvelope, EnvelopeInput, SourcePosition, Subject, TenantId};
 use crate::pipeline::{DeadLetter, InboundEvent};
 
 /// One dead letter ready to publish.
@@ -41,6 +41,12 @@ pub fn dead_letter_message(
         retry_count: event.attempt,
         max_retry,
         item_index: dead.item_index,
+    })
+    .at(SourcePosition {
+        stream: &event.stream,
+        sequence: event.stream_sequence,
+        published_at: event.published_at,
+        consumer: &event.consumer,
     })
     .within(&event.payload, max_payload.saturating_sub(HEADER_ROOM));
     let msg_id = match dead.item_index {
