@@ -50,6 +50,23 @@ pub struct StoredDeadLetter {
     pub envelope: Value,
 }
 
+/// A dead letter's envelope as JSON. A field too deeply nested for a `Value` (an original
+/// payload nested 20,000 levels) is kept as its JSON text.
+fn envelope_json(payload: &[u8]) -> Value {
+    let fields: serde_json::Map<String, Value> = serde_json::from_slice::<
+        std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>,
+    >(payload)
+    .expect("envelope is JSON")
+    .into_iter()
+    .map(|(k, raw)| {
+        let v =
+            serde_json::from_str(raw.get()).unwrap_or_else(|_| Value::String(raw.get().to_owned()));
+        (k, v)
+    })
+    .collect();
+    Value::Object(fields)
+}
+
 /// Every message in `dlq_stream` on `subject` (e.g. `v1.dlq.<tenant>`), read with an
 /// ephemeral consumer.
 pub async fn dead_letters(js: &Context, subject: &str) -> Vec<StoredDeadLetter> {
@@ -85,7 +102,7 @@ pub async fn dead_letters(js: &Context, subject: &str) -> Vec<StoredDeadLetter> 
                     .as_ref()
                     .and_then(|h| h.get("Nats-Msg-Id"))
                     .map(|v| v.as_str().to_owned()),
-                envelope: serde_json::from_slice(&m.payload).expect("envelope is JSON"),
+                envelope: envelope_json(&m.payload),
             });
         }
         if got == 0 {
