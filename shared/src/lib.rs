@@ -10,14 +10,24 @@
 //! * [`lambda`]: Lambda mode: the bridge's wire format and the Runtime API loop.
 //! * [`telemetry`], [`metrics`], [`http`]: logs, metrics, health.
 
+#[cfg(feature = "runtime")]
 pub mod functions;
+#[cfg(feature = "runtime")]
 pub mod http;
+#[cfg(feature = "runtime")]
 pub mod lambda;
+#[cfg(feature = "runtime")]
 pub mod metrics;
 pub mod model;
+#[cfg(feature = "runtime")]
 pub mod pipeline;
+#[cfg(feature = "runtime")]
 pub mod settings;
+#[cfg(feature = "runtime")]
 pub mod startup;
+#[cfg(feature = "runtime")]
 pub mod store;
+#[cfg(feature = "runtime")]
 pub mod telemetry;
+#[cfg(feature = "runtime")]
 pub mod transport;
