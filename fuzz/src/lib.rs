@@ -3,10 +3,9 @@
 
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use wa_shared::model::{
     decode, Category, DeadLetterEnvelope, DecodeError, EnvelopeInput, ErrorType, EventKind,
-    Payload, Subject, UnreadCount,
+    Payload, SourcePosition, Subject, UnreadCount,
 };
 
 /// The tenant of every fuzzed subject: the fixtures' company, so that seeds pass the tenant check.
@@ -144,6 +143,12 @@ pub fn dead_letter(
         max_retry: 5,
         item_index,
     })
+    .at(SourcePosition {
+        stream: "wa_events_stream",
+        sequence: 42,
+        published_at: "2024-06-14T09:40:00.123456Z".parse().expect("a time"),
+        consumer: "wa_realtime",
+    })
     .within(body, max_bytes);
     let json = built.to_json();
     let back: DeadLetterEnvelope = serde_json::from_slice(&json).unwrap_or_else(|e| {
@@ -158,6 +163,8 @@ pub fn dead_letter(
     assert_eq!(back.error, error, "{what}");
     assert_eq!(back.error_type, error_type, "{what}");
     assert_eq!(back.item_index, item_index, "{what}");
+    assert_eq!(back.source_sequence, Some(42), "{what}");
+    assert_eq!(back.published_at, built.published_at, "{what}");
     assert_eq!(
         back.original_bytes(),
         built.original_bytes(),
@@ -196,9 +203,12 @@ pub fn check_whole_event(envelope: &DeadLetterEnvelope, body: &[u8], error_type:
             );
         }
         None => {
+            // A body of `null` is the one JSON kept as bytes: as original_payload it would
+            // read back as no payload at all.
             assert!(
                 error_type == ErrorType::TooLarge
                     || !is_json(body)
+                    || body.trim_ascii() == b"null"
                     || envelope.original_size == Some(body.len()),
                 "a JSON body kept as base64 although it fits"
             );
@@ -265,16 +275,6 @@ pub fn check_event<'a>(subject: &Subject, body: &'a [u8]) -> Result<Payload<'a>,
     result
 }
 
-/// The field of a history subject's wrapper that holds its items.
-pub fn items_key(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::HistoryChats => "chats",
-        EventKind::HistoryMessages => "messages",
-        EventKind::HistoryContacts => "contacts",
-        other => panic!("{other} is not a history subject"),
-    }
-}
-
 /// The items of a history batch, whatever their content.
 #[derive(serde::Deserialize)]
 struct BatchItems<'a> {
@@ -284,6 +284,17 @@ struct BatchItems<'a> {
     messages: Option<Vec<&'a RawValue>>,
     #[serde(borrow)]
     contacts: Option<Vec<&'a RawValue>>,
+}
+
+impl<'a> BatchItems<'a> {
+    /// The items of a batch of `kind`.
+    fn of(self, kind: EventKind) -> Option<Vec<&'a RawValue>> {
+        match kind {
+            EventKind::HistoryChats => self.chats,
+            EventKind::HistoryMessages => self.messages,
+            _ => self.contacts,
+        }
+    }
 }
 
 /// A dead history item is published alone (SPEC §7, `item_index`): its envelope's payload is
@@ -307,7 +318,6 @@ pub fn check_history_item(
         Some(index),
         MAX_PAYLOAD_BYTES,
     );
-    let key = items_key(subject.kind);
     let payload = envelope
         .original_payload
         .as_ref()
@@ -316,34 +326,28 @@ pub fn check_history_item(
     // not hide a batch of one.
     let items = serde_json::from_str::<BatchItems<'_>>(payload.get())
         .ok()
-        .and_then(|b| match subject.kind {
-            EventKind::HistoryChats => b.chats,
-            EventKind::HistoryMessages => b.messages,
-            _ => b.contacts,
-        });
+        .and_then(|b| b.of(subject.kind));
     assert_eq!(
         items.as_ref().map(Vec::len),
         Some(1),
         "item {index}: original_payload is not a one-item batch: {}",
         payload.get()
     );
-    // The item and the batch's other fields, as serde_json reads the body into values (as the
-    // library does; compared as text, because serde_json does not read back every float it
-    // writes to the same value).
-    if let Ok(Value::Object(mut original)) = serde_json::from_slice::<Value>(body) {
-        if let Some(Value::Array(all)) = original.get_mut(key) {
-            assert!(
-                index < all.len(),
-                "item {index} of a batch of {}",
-                all.len()
-            );
-            let one = all.swap_remove(index);
-            *all = vec![one];
-        }
+    // The item itself, byte for byte as the body holds it (whatever it holds).
+    let body_text = std::str::from_utf8(body).expect("a decoded body is UTF-8");
+    if let Some(all) = serde_json::from_str::<BatchItems<'_>>(body_text)
+        .ok()
+        .and_then(|b| b.of(subject.kind))
+    {
+        assert!(
+            index < all.len(),
+            "item {index} of a batch of {}",
+            all.len()
+        );
         assert_eq!(
-            payload.get(),
-            serde_json::to_string(&original).expect("values serialise"),
-            "item {index}: original_payload is not the batch reduced to the item"
+            items.as_ref().map(|one| one[0].get()),
+            Some(all[index].get()),
+            "item {index}: original_payload does not hold the item as it was"
         );
     }
     let bytes = envelope.original_bytes().unwrap_or_default();
