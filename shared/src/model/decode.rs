@@ -48,6 +48,14 @@ pub fn decode<'a>(
     // Checked once here, so that no string of the body is checked again while it is parsed.
     let body = std::str::from_utf8(body)
         .map_err(|e| DecodeError::new(ErrorType::Malformed, format!("body is not UTF-8: {e}")))?;
+    // Every payload is a JSON object: serde would also read a struct from an array of its
+    // fields in order, and an array body would then be taken for an event.
+    if !body.trim_start().starts_with('{') {
+        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(body) {
+            Err(e) => DecodeError::from_json(&e),
+            Ok(_) => DecodeError::new(ErrorType::Validation, "the body is not a JSON object"),
+        });
+    }
     let tenant = subject.tenant.as_str();
     Ok(match subject.kind {
         EventKind::ChatUpsert => Payload::Chat {
@@ -107,6 +115,17 @@ mod tests {
         assert_eq!(err(s, &[b' '; 1025]), ErrorType::TooLarge);
         assert_eq!(err(s, b"{}"), ErrorType::Validation);
         assert_eq!(err(s, b"[]"), ErrorType::Validation);
+        assert_eq!(
+            err(s, br#"["AG_1"]"#),
+            ErrorType::Validation,
+            "not by position"
+        );
+        assert_eq!(
+            err("v1.history.chats.C", br#"[[{"chat_id":"a"}]]"#),
+            ErrorType::Validation
+        );
+        assert_eq!(err(s, b"null"), ErrorType::Validation);
+        assert_eq!(err(s, b"[1,"), ErrorType::Malformed);
         assert_eq!(err(s, br#"{"chat_id":5}"#), ErrorType::Validation);
         assert_eq!(err(s, br#"{"chat_id":null}"#), ErrorType::Validation);
         assert_eq!(err(s, br#"{"chat_id":""}"#), ErrorType::Validation);
