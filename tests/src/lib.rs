@@ -209,6 +209,26 @@ pub async fn snapshot(pool: &PgPool, tenant: &str) -> Value {
     serde_json::json!({"chats": chats, "messages": messages, "contacts": contacts, "agents": agents})
 }
 
+/// A snapshot's rows without `company_id`, which names the tenant: for comparing the states of
+/// two tenants.
+pub fn without_company(mut v: Value) -> Value {
+    match &mut v {
+        Value::Object(map) => {
+            map.remove("company_id");
+            for value in map.values_mut() {
+                *value = without_company(value.take());
+            }
+        }
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                *item = without_company(item.take());
+            }
+        }
+        _ => {}
+    }
+    v
+}
+
 /// Holds an ACCESS EXCLUSIVE lock on the tenant's `table` until the returned transaction ends.
 pub async fn lock_table(
     pool: &PgPool,

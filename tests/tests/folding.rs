@@ -203,25 +203,6 @@ fn setup(ev: &Events) -> Vec<InboundEvent> {
     events
 }
 
-/// The rows without `company_id`, which names the tenant.
-fn without_company(mut v: Value) -> Value {
-    match &mut v {
-        Value::Object(map) => {
-            map.remove("company_id");
-            for value in map.values_mut() {
-                *value = without_company(value.take());
-            }
-        }
-        Value::Array(items) => {
-            for item in items.iter_mut() {
-                *item = without_company(item.take());
-            }
-        }
-        _ => {}
-    }
-    v
-}
-
 async fn all_acked(p: &Processor, events: &[InboundEvent]) {
     for (e, o) in events.iter().zip(run(p, events).await) {
         assert!(matches!(o, Outcome::Ack), "{}: {o:?}", e.subject);

@@ -1099,25 +1099,6 @@ fn judge(e: &Entry, o: &Outcome, tenant: &str) -> Option<String> {
     Some(format!("outcome {o:?}; wanted {wanted}"))
 }
 
-/// The rows without `company_id`, which names the tenant.
-fn without_company(mut v: Value) -> Value {
-    match &mut v {
-        Value::Object(map) => {
-            map.remove("company_id");
-            for value in map.values_mut() {
-                *value = without_company(value.take());
-            }
-        }
-        Value::Array(items) => {
-            for item in items.iter_mut() {
-                *item = without_company(item.take());
-            }
-        }
-        _ => {}
-    }
-    v
-}
-
 /// The key of a snapshot row of `table`.
 fn row_key(table: &str, row: &Value) -> String {
     let field = |f: &str| row.get(f).map(Value::to_string).unwrap_or_default();
