@@ -352,69 +352,58 @@ impl Handler for DlqRetry {
     async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut records: Vec<(usize, ExhaustedRow)> = Vec::new();
-        let mut reruns: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
-        let mut onboarding: Vec<(usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
+        let mut reruns: Vec<(Route, usize, DeadLetterEnvelope, InboundEvent)> = Vec::new();
         for (i, e) in events.iter().enumerate() {
             match self.disposition(e) {
                 Disposition::Rerun {
                     envelope,
                     event,
-                    route: Route::Core,
-                } => reruns.push((i, envelope, event)),
-                Disposition::Rerun {
-                    envelope,
-                    event,
-                    route: Route::Onboarding,
-                } => onboarding.push((i, envelope, event)),
+                    route,
+                } => reruns.push((route, i, envelope, event)),
                 Disposition::Exhaust(r) => records.push((i, r)),
             }
         }
-        let mut results = Vec::new();
-        if !reruns.is_empty() {
-            let batch: Vec<InboundEvent> = reruns.iter().map(|(_, _, e)| e.clone()).collect();
-            results.extend(
-                reruns
-                    .into_iter()
-                    .zip(self.core.process_batch(&batch).await?),
-            );
+        // Each function's re-runs go through it in one batch.
+        let mut results = Vec::with_capacity(reruns.len());
+        for route in [Route::Core, Route::Onboarding] {
+            let (mine, rest): (Vec<_>, Vec<_>) = reruns.into_iter().partition(|r| r.0 == route);
+            reruns = rest;
+            if mine.is_empty() {
+                continue;
+            }
+            let batch: Vec<InboundEvent> = mine.iter().map(|r| r.3.clone()).collect();
+            let outcomes = match route {
+                Route::Core => self.core.process_batch(&batch).await?,
+                Route::Onboarding => self.onboarding.handle(&batch).await?,
+            };
+            results.extend(mine.into_iter().map(|(_, i, e, _)| (i, e)).zip(outcomes));
         }
-        if !onboarding.is_empty() {
-            let batch: Vec<InboundEvent> = onboarding.iter().map(|(_, _, e)| e.clone()).collect();
-            results.extend(
-                onboarding
-                    .into_iter()
-                    .zip(self.onboarding.handle(&batch).await?),
-            );
-        }
-        {
-            for ((i, envelope, _), outcome) in results {
-                let dlq = &events[i];
-                let exhaust = |d: &DeadLetter| {
-                    let tenant =
-                        TenantId::parse(&envelope.company).expect("checked in disposition");
-                    let attempts = envelope.retry_count + dlq.attempt;
-                    let item = envelope.item_index.or(d.item_index);
-                    ExhaustedRow::of(
-                        Home::Tenant(tenant),
-                        &envelope,
-                        dlq,
-                        d.error_type.as_str(),
-                        d.error.clone(),
-                        attempts,
-                        item,
-                    )
-                };
-                match outcome {
-                    Outcome::Ack => {
-                        info!(subject = %envelope.source_subject, dlq_seq = dlq.stream_sequence, "dead letter applied on retry");
-                        outcomes[i] = Some(Outcome::Ack);
-                    }
-                    Outcome::Retry { delay } => outcomes[i] = Some(Outcome::Retry { delay }),
-                    Outcome::DeadLetter(d) => records.push((i, exhaust(&d))),
-                    Outcome::AckWithDeadItems(items) => {
-                        for d in &items {
-                            records.push((i, exhaust(d)));
-                        }
+        for ((i, envelope), outcome) in results {
+            let dlq = &events[i];
+            let exhaust = |d: &DeadLetter| {
+                let tenant = TenantId::parse(&envelope.company).expect("checked in disposition");
+                let attempts = envelope.retry_count + dlq.attempt;
+                let item = envelope.item_index.or(d.item_index);
+                ExhaustedRow::of(
+                    Home::Tenant(tenant),
+                    &envelope,
+                    dlq,
+                    d.error_type.as_str(),
+                    d.error.clone(),
+                    attempts,
+                    item,
+                )
+            };
+            match outcome {
+                Outcome::Ack => {
+                    info!(subject = %envelope.source_subject, dlq_seq = dlq.stream_sequence, "dead letter applied on retry");
+                    outcomes[i] = Some(Outcome::Ack);
+                }
+                Outcome::Retry { delay } => outcomes[i] = Some(Outcome::Retry { delay }),
+                Outcome::DeadLetter(d) => records.push((i, exhaust(&d))),
+                Outcome::AckWithDeadItems(items) => {
+                    for d in &items {
+                        records.push((i, exhaust(d)));
                     }
                 }
             }
