@@ -273,3 +273,45 @@ async fn killing_the_bridge_mid_invocation_loses_and_repeats_nothing() {
     settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
     w.assert_applied(&s.pool, &s.tenant).await;
 }
+
+/// SPEC §9: the bridge and the function may be configured with different `MAX_DELIVER`. The
+/// bridge's consumer never drops a message itself (`max_deliver` -1), and the function counts
+/// its own attempts: a receipt whose message never comes is dead-lettered once, after the
+/// function's attempts, whatever the bridge was told.
+#[tokio::test]
+async fn a_bridge_and_function_with_different_max_deliver_still_dead_letter_once() {
+    let s = Stack::new("lmaxdel").await;
+    let rt = LocalLambda::start(
+        &s,
+        "wa-realtime",
+        &[
+            ("MAX_DELIVER", "3"),
+            ("BACKOFF", "100ms"),
+            ("RETRY_WINDOW", "0s"),
+        ],
+    );
+    let _bridge = start_bridge(
+        &s,
+        "realtime",
+        &rt,
+        &[("MAX_DELIVER", "2"), ("BACKOFF", "100ms")],
+    )
+    .await;
+    let info = s.consumer_info("wa_events_stream", "wa_realtime").await;
+    assert_eq!(info.config.max_deliver, -1);
+    s.publish(MessageUpdate, json!({"message_id": "ghost", "status": "4"}))
+        .await;
+    let dead = eventually(WAIT, "the receipt dead-lettered", || async {
+        let d = s.dead_letters().await;
+        (!d.is_empty()).then_some(d)
+    })
+    .await;
+    settled(&s, &[("wa_events_stream", "wa_realtime")]).await;
+    let dead_after = s.dead_letters().await;
+    assert_eq!(dead_after.len(), 1, "{dead_after:?}");
+    assert_eq!(dead[0].envelope["error_type"], "retry_exhausted");
+    assert_eq!(
+        dead[0].envelope["retry_count"], 3,
+        "the function's attempts"
+    );
+}
