@@ -1,17 +1,19 @@
 //! The processing core: a batch of inbound events in, one outcome per event out.
 //!
 //! * [`process`]: the [`Processor`] and its settings; decoding and grouping by tenant.
-//! * [`tenant_write`]: one tenant's events in one transaction, refused events isolated.
+//! * [`batch_write`]: every tenant's events in one transaction of a few round trips, refused
+//!   events isolated; [`prepare`]: schemas of new tenants made ready off the write path.
 //! * [`plan`]: a tenant's events as rounds of set-based writes.
 //! * [`inbound`]: events in, outcomes out; [`retry`]: retry or dead-letter a transient failure.
 //! * [`attempts`]: processing attempts counted by the function, not by the broker's deliveries.
 
 pub mod attempts;
+pub mod batch_write;
 pub mod inbound;
 pub mod plan;
+pub mod prepare;
 pub mod process;
 pub mod retry;
-pub mod tenant_write;
 
 pub use attempts::Counted;
 pub use inbound::{DeadLetter, InboundEvent, Outcome};

@@ -7,7 +7,7 @@
 //! order is the stream's. Runs of writes that compose (receipts of one message, unread deltas
 //! of one chat) are folded into one row first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, Utc};
 
@@ -19,7 +19,7 @@ use crate::store::chat_ensure::ChatEnsureRows;
 use crate::store::chats::{ChatRows, UnreadCount};
 use crate::store::contacts::ContactRows;
 use crate::store::messages::{MessagePatchRows, MessageRows};
-use crate::store::TenantTx;
+use crate::store::script::Statement;
 
 use super::inbound::DeadLetter;
 
@@ -236,31 +236,49 @@ impl<'a> Plan<'a> {
         self.rounds.len()
     }
 
-    /// Executes the plan; returns the batch positions of patches whose message was not found.
-    pub async fn execute(&self, tx: &mut TenantTx) -> Result<Vec<usize>, sqlx::Error> {
-        let mut not_found = Vec::new();
+    /// The plan's statements, in the order they run: each round's chats, (after the first
+    /// round's chats) the chats its messages need, messages, message patches, contacts, agents.
+    pub fn statements<'s>(&'s self, company: &'s str) -> Vec<PlanStatement<'s>> {
+        let mut out = Vec::new();
+        let mut add = |statement: Option<Statement<'s>>, patches: Option<usize>| {
+            if let Some(statement) = statement {
+                out.push(PlanStatement { statement, patches });
+            }
+        };
         for (r, round) in self.rounds.iter().enumerate() {
-            round.chats.write(tx).await?;
+            add(round.chats.statement(company), None);
             if r == 0 {
                 // Only fills what is missing, so once per batch is enough.
-                self.ensure.write(tx).await?;
+                add(self.ensure.statement(company), None);
             }
-            round.messages.write(tx).await?;
-            if !round.patches.is_empty() {
-                let found = round.patches.write(tx).await?;
-                not_found.extend(
-                    round
-                        .patch_events
-                        .iter()
-                        .filter(|(id, _)| !found.contains(*id))
-                        .map(|&(_, idx)| idx),
-                );
-            }
-            round.contacts.write(tx).await?;
-            round.agents.write(tx).await?;
+            add(round.messages.statement(company), None);
+            add(round.patches.statement(), Some(r));
+            add(round.contacts.statement(company), None);
+            add(round.agents.statement(company), None);
         }
-        Ok(not_found)
+        out
     }
+
+    /// The batch positions of the patches of round `round` whose message was not found, given
+    /// the ids of the messages its patch statement found.
+    pub fn not_found<'s>(
+        &'s self,
+        round: usize,
+        found: &'s HashSet<String>,
+    ) -> impl Iterator<Item = usize> + 's {
+        self.rounds[round]
+            .patch_events
+            .iter()
+            .filter(|(id, _)| !found.contains(*id))
+            .map(|&(_, idx)| idx)
+    }
+}
+
+/// A statement of a [`Plan`].
+pub struct PlanStatement<'s> {
+    pub statement: Statement<'s>,
+    /// For a patch statement, its round (see [`Plan::not_found`]).
+    pub patches: Option<usize>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `process_batch`: inbound events in, one [`Outcome`] per event out. Knows nothing of NATS or
 //! Lambda; the transports turn outcomes into acks.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
@@ -10,10 +11,13 @@ use sqlx::PgPool;
 use tracing::{debug, error};
 
 use crate::model::{decode, ErrorType, Payload, Subject, SubjectError, TenantId};
+use crate::store::inbox::StreamKey;
 use crate::store::Schemas;
 
+use super::batch_write::{stream_key, Part};
 use super::inbound::{DeadLetter, InboundEvent, Outcome};
 use super::plan::Decoded;
+use super::prepare::Prepared;
 use super::retry::RetryPolicy;
 
 /// The core's settings (loaded once by the binary, never from the environment here).
@@ -117,8 +121,21 @@ impl Processor {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; events.len()];
         let mut groups: Vec<(TenantId, Vec<Decoded>)> = Vec::new();
         let mut group_of: HashMap<TenantId, usize> = HashMap::new();
+        // A stream message delivered twice within the batch is applied once: later copies
+        // share the outcome of the first.
+        let mut first_copy: HashMap<StreamKey, usize> = HashMap::with_capacity(events.len());
+        let mut copies: Vec<(usize, usize)> = Vec::new();
         let processed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for (idx, event) in events.iter().enumerate() {
+            match first_copy.entry(stream_key(event)) {
+                Entry::Occupied(first) => {
+                    copies.push((idx, *first.get()));
+                    continue;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(idx);
+                }
+            }
             match self.decode_event(event) {
                 Ok((subject, payload)) => {
                     let g = *group_of.entry(subject.tenant.clone()).or_insert_with(|| {
@@ -138,16 +155,42 @@ impl Processor {
                 }
             }
         }
-        let results = futures::future::join_all(
-            groups
-                .iter()
-                .map(|(tenant, decoded)| self.write_tenant(events, tenant, decoded)),
-        )
-        .await;
-        for result in results {
-            for (idx, outcome) in result? {
-                outcomes[idx] = Some(outcome);
+        // Tenants whose schema is ready are written at once; the others are prepared
+        // meanwhile (a few at a time, on connections of their own), then written.
+        let (ready, new): (Vec<_>, Vec<_>) = groups
+            .iter()
+            .map(|(tenant, decoded)| (tenant, decoded.as_slice()))
+            .partition(|(tenant, decoded)| self.is_ready(tenant, decoded));
+        let ready: Vec<Part> = ready.into_iter().map(|(t, d)| Part::new(t, d)).collect();
+        let (written, prepared) =
+            futures::join!(self.write_parts(events, ready), self.prepare_all(&new));
+        let mut decided = written?;
+        let mut later = Vec::new();
+        for ((tenant, decoded), prepared) in new.into_iter().zip(prepared?) {
+            match prepared {
+                Prepared::Ready => later.push(Part::new(tenant, decoded)),
+                Prepared::Retry(reason) => {
+                    decided.extend(self.all_transient(events, decoded, &reason))
+                }
+                Prepared::Refused(dead) => decided.extend(
+                    decoded
+                        .iter()
+                        .map(|d| (d.idx, Outcome::DeadLetter(dead.clone()))),
+                ),
             }
+        }
+        if !later.is_empty() {
+            decided.extend(self.write_parts(events, later).await?);
+        }
+        for (idx, outcome) in decided {
+            outcomes[idx] = Some(outcome);
+        }
+        for (copy, first) in copies {
+            debug!(
+                seq = events[copy].stream_sequence,
+                "delivered twice in one batch; applied once"
+            );
+            outcomes[copy] = outcomes[first].clone();
         }
         Ok(outcomes
             .into_iter()

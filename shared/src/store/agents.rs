@@ -2,11 +2,11 @@
 //! agent's status is `QR`.
 
 use chrono::{DateTime, Utc};
-use sqlx::Postgres;
 
 use crate::model::AgentPayload;
 
-use super::{column, TenantTx};
+use super::column;
+use super::script::Statement;
 
 /// Agent upserts for one statement; each `agent_id` appears at most once.
 #[derive(Default)]
@@ -23,26 +23,25 @@ impl<'a> AgentRows<'a> {
         self.rows.push((a, published_at, meta));
     }
 
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    /// The statement writing these rows (none when there are none).
+    pub fn statement<'s>(&'s self, company: &'s str) -> Option<Statement<'s>> {
         if self.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows = &self.rows;
-        let (conn, company) = tx.parts();
-        sqlx::query::<Postgres>(UPSERT_AGENTS)
-            .bind(column(rows, |(a, ..)| a.agent_id.as_str()))
-            .bind(column(rows, |(a, ..)| a.qr_code.as_deref()))
-            .bind(column(rows, |(a, ..)| a.status.as_deref()))
-            .bind(column(rows, |(a, ..)| a.agent_name.as_deref()))
-            .bind(column(rows, |(a, ..)| a.phone_number.as_deref()))
-            .bind(column(rows, |(a, ..)| a.host_name.as_deref()))
-            .bind(column(rows, |(a, ..)| a.version.as_deref()))
-            .bind(column(rows, |(_, published_at, _)| *published_at))
-            .bind(column(rows, |(.., meta)| *meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Some(
+            Statement::new(UPSERT_AGENTS)
+                .bind(column(rows, |(a, ..)| a.agent_id.as_str()))
+                .bind(column(rows, |(a, ..)| a.qr_code.as_deref()))
+                .bind(column(rows, |(a, ..)| a.status.as_deref()))
+                .bind(column(rows, |(a, ..)| a.agent_name.as_deref()))
+                .bind(column(rows, |(a, ..)| a.phone_number.as_deref()))
+                .bind(column(rows, |(a, ..)| a.host_name.as_deref()))
+                .bind(column(rows, |(a, ..)| a.version.as_deref()))
+                .bind(column(rows, |(_, published_at, _)| *published_at))
+                .bind(column(rows, |(.., meta)| *meta))
+                .bind(company),
+        )
     }
 }
 

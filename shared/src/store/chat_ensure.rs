@@ -1,10 +1,9 @@
 //! The "ensure the chat exists" side effect of messages, as one set-based statement.
 
-use sqlx::Postgres;
-
 use crate::model::fields::{chat_id_suffix, is_group_jid, phone_from_jid};
 
-use super::{column, TenantTx};
+use super::column;
+use super::script::Statement;
 
 /// Chats that messages refer to: created when missing, NULL jid/phone/is_group filled in.
 #[derive(Default)]
@@ -56,23 +55,22 @@ impl<'a> ChatEnsureRows<'a> {
         });
     }
 
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    /// The statement writing these rows (none when there are none).
+    pub fn statement<'s>(&'s self, company: &'s str) -> Option<Statement<'s>> {
         if self.rows.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows = &self.rows;
-        let (conn, company) = tx.parts();
-        sqlx::query::<Postgres>(ENSURE_CHATS)
-            .bind(column(rows, |r| r.chat_id))
-            .bind(column(rows, |r| r.jid))
-            .bind(column(rows, |r| r.phone_number))
-            .bind(column(rows, |r| r.agent_id))
-            .bind(column(rows, |r| r.is_group))
-            .bind(column(rows, |r| r.meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Some(
+            Statement::new(ENSURE_CHATS)
+                .bind(column(rows, |r| r.chat_id))
+                .bind(column(rows, |r| r.jid))
+                .bind(column(rows, |r| r.phone_number))
+                .bind(column(rows, |r| r.agent_id))
+                .bind(column(rows, |r| r.is_group))
+                .bind(column(rows, |r| r.meta))
+                .bind(company),
+        )
     }
 }
 

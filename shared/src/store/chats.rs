@@ -1,13 +1,12 @@
 //! Chat writes: upserts (absolute unread, timestamp-guarded) and updates (unread deltas), as
 //! one set-based statement.
 
-use sqlx::Postgres;
-
 use crate::model::fields::{chat_id_suffix, is_group_jid, is_placeholder_name, phone_from_jid};
 use crate::model::ChatPayload;
 
+use super::column;
+use super::script::Statement;
 use super::unread::UnreadDelta;
-use super::{column, TenantTx};
 
 pub use crate::model::UnreadCount;
 
@@ -142,39 +141,38 @@ impl<'a> ChatRows<'a> {
         r.meta = meta;
     }
 
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    /// The statement writing these rows (none when there are none).
+    pub fn statement<'s>(&'s self, company: &'s str) -> Option<Statement<'s>> {
         if self.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows = &self.rows;
-        let (conn, company) = tx.parts();
-        sqlx::query::<Postgres>(UPSERT_CHATS)
-            .bind(column(rows, |r| r.chat_id))
-            .bind(column(rows, |r| r.jid))
-            .bind(column(rows, |r| r.push_name))
-            .bind(column(rows, |r| r.push_placeholder))
-            .bind(column(rows, |r| r.custom_name))
-            .bind(column(rows, |r| r.group_name))
-            .bind(column(rows, |r| r.group_placeholder))
-            .bind(column(rows, |r| r.phone_number))
-            .bind(column(rows, |r| r.agent_id))
-            .bind(column(rows, |r| r.assigned_to))
-            .bind(column(rows, |r| r.is_group))
-            .bind(column(rows, |r| r.not_spam))
-            .bind(column(rows, |r| r.unread.map(|u| u.add)))
-            .bind(column(rows, |r| r.unread.is_some_and(|u| u.reset)))
-            .bind(column(rows, |r| r.unread.and_then(|u| u.floor)))
-            .bind(column(rows, |r| r.kind == UnreadCount::Delta))
-            .bind(column(rows, |r| r.last_message))
-            .bind(column(rows, |r| r.last_message_ts))
-            .bind(column(rows, |r| r.conversation_timestamp))
-            .bind(column(rows, |r| r.insert_phone))
-            .bind(column(rows, |r| r.insert_is_group))
-            .bind(column(rows, |r| r.meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Some(
+            Statement::new(UPSERT_CHATS)
+                .bind(column(rows, |r| r.chat_id))
+                .bind(column(rows, |r| r.jid))
+                .bind(column(rows, |r| r.push_name))
+                .bind(column(rows, |r| r.push_placeholder))
+                .bind(column(rows, |r| r.custom_name))
+                .bind(column(rows, |r| r.group_name))
+                .bind(column(rows, |r| r.group_placeholder))
+                .bind(column(rows, |r| r.phone_number))
+                .bind(column(rows, |r| r.agent_id))
+                .bind(column(rows, |r| r.assigned_to))
+                .bind(column(rows, |r| r.is_group))
+                .bind(column(rows, |r| r.not_spam))
+                .bind(column(rows, |r| r.unread.map(|u| u.add)))
+                .bind(column(rows, |r| r.unread.is_some_and(|u| u.reset)))
+                .bind(column(rows, |r| r.unread.and_then(|u| u.floor)))
+                .bind(column(rows, |r| r.kind == UnreadCount::Delta))
+                .bind(column(rows, |r| r.last_message))
+                .bind(column(rows, |r| r.last_message_ts))
+                .bind(column(rows, |r| r.conversation_timestamp))
+                .bind(column(rows, |r| r.insert_phone))
+                .bind(column(rows, |r| r.insert_is_group))
+                .bind(column(rows, |r| r.meta))
+                .bind(company),
+        )
     }
 }
 

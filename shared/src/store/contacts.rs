@@ -1,12 +1,11 @@
 //! Contact writes keyed by (`agent_id`, `phone_number`): patches that create missing rows with a
 //! UUID id, `chat_id` defaulting to `<agent_id>_<phone_number>` and status `ACTIVE`.
 
-use sqlx::Postgres;
-
 use crate::model::fields::is_placeholder_name;
 use crate::model::ContactPayload;
 
-use super::{column, TenantTx};
+use super::column;
+use super::script::Statement;
 
 /// Contact patches for one statement; each key appears at most once.
 #[derive(Default)]
@@ -36,36 +35,35 @@ impl<'a> ContactRows<'a> {
         });
     }
 
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    /// The statement writing these rows (none when there are none).
+    pub fn statement<'s>(&'s self, company: &'s str) -> Option<Statement<'s>> {
         if self.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows = &self.rows;
-        let (conn, company) = tx.parts();
-        sqlx::query::<Postgres>(UPSERT_CONTACTS)
-            .bind(column(rows, |r| r.c.phone_number.as_str()))
-            .bind(column(rows, |r| r.c.agent_id.as_str()))
-            .bind(column(rows, |r| r.c.chat_id.as_deref()))
-            .bind(column(rows, |r| r.c.push_name.as_deref()))
-            .bind(column(rows, |r| r.push_placeholder))
-            .bind(column(rows, |r| r.c.custom_name.as_deref()))
-            .bind(column(rows, |r| r.c.contact_type.as_deref()))
-            .bind(column(rows, |r| r.c.notes.as_deref()))
-            .bind(column(rows, |r| r.c.tags.as_deref()))
-            .bind(column(rows, |r| r.c.origin.as_deref()))
-            .bind(column(rows, |r| r.c.avatar.as_deref()))
-            .bind(column(rows, |r| r.c.assigned_to.as_deref()))
-            .bind(column(rows, |r| r.c.pob.as_deref()))
-            .bind(column(rows, |r| r.c.gender.as_deref()))
-            .bind(column(rows, |r| r.c.dob))
-            .bind(column(rows, |r| r.c.status.as_deref()))
-            .bind(column(rows, |r| r.c.first_message_id.as_deref()))
-            .bind(column(rows, |r| r.c.first_message_timestamp))
-            .bind(column(rows, |r| r.meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Some(
+            Statement::new(UPSERT_CONTACTS)
+                .bind(column(rows, |r| r.c.phone_number.as_str()))
+                .bind(column(rows, |r| r.c.agent_id.as_str()))
+                .bind(column(rows, |r| r.c.chat_id.as_deref()))
+                .bind(column(rows, |r| r.c.push_name.as_deref()))
+                .bind(column(rows, |r| r.push_placeholder))
+                .bind(column(rows, |r| r.c.custom_name.as_deref()))
+                .bind(column(rows, |r| r.c.contact_type.as_deref()))
+                .bind(column(rows, |r| r.c.notes.as_deref()))
+                .bind(column(rows, |r| r.c.tags.as_deref()))
+                .bind(column(rows, |r| r.c.origin.as_deref()))
+                .bind(column(rows, |r| r.c.avatar.as_deref()))
+                .bind(column(rows, |r| r.c.assigned_to.as_deref()))
+                .bind(column(rows, |r| r.c.pob.as_deref()))
+                .bind(column(rows, |r| r.c.gender.as_deref()))
+                .bind(column(rows, |r| r.c.dob))
+                .bind(column(rows, |r| r.c.status.as_deref()))
+                .bind(column(rows, |r| r.c.first_message_id.as_deref()))
+                .bind(column(rows, |r| r.c.first_message_timestamp))
+                .bind(column(rows, |r| r.meta))
+                .bind(company),
+        )
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 
-use sqlx::{PgConnection, Postgres};
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Postgres, Row};
 
-use super::TenantTx;
+use super::script::Statement;
 
 /// A stream message: its stream position and the time the stream stored it (microseconds),
 /// which together survive a stream being recreated and its sequences reused.
@@ -15,110 +16,71 @@ pub struct StreamKey {
     pub published_us: i64,
 }
 
-/// Claims `keys` for this transaction: records each one not seen before (with the dead items
-/// known so far, JSON text) and returns the ones already processed, each with its recorded
-/// dead items. One statement in the usual case (nothing seen before); the tenant lock keeps
-/// another writer from claiming the same keys meanwhile.
-pub async fn claim(
-    tx: &mut TenantTx,
-    keys: &[(&StreamKey, Option<String>)],
-) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
+/// The statement claiming `keys` (each with the dead items known so far, JSON text): it records
+/// each key not seen before and returns the rows of the keys already processed, with their
+/// recorded dead items (read them with [`seen`]). The tenant lock keeps another writer from
+/// claiming the same keys meanwhile; the keys already there are looked up only when some of
+/// the inserts found one (a one-time filter), so the usual batch costs the insert alone.
+pub fn claim<'a>(keys: &'a [(&'a StreamKey, Option<String>)]) -> Option<Statement<'a>> {
     if keys.is_empty() {
-        return Ok(HashMap::new());
+        return None;
     }
     let (streams, seqs, published) = columns(keys.iter().map(|(k, _)| *k));
     let dead: Vec<Option<&str>> = keys.iter().map(|(_, d)| d.as_deref()).collect();
-    let claimed: Vec<(String, i64, i64)> = sqlx::query_as::<Postgres, _>(
-        "INSERT INTO inbox (stream, stream_sequence, published_us, dead_items)
-         SELECT s, q, p, d::jsonb FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS u(s, q, p, d)
-         ON CONFLICT DO NOTHING
-         RETURNING stream, stream_sequence, published_us",
+    Some(
+        Statement::new(CLAIM)
+            .bind(streams)
+            .bind(seqs)
+            .bind(published)
+            .bind(dead),
     )
-    .bind(&streams)
-    .bind(&seqs)
-    .bind(&published)
-    .bind(&dead)
-    .fetch_all(tx.conn())
-    .await?;
-    if claimed.len() == keys.len() {
-        return Ok(HashMap::new());
-    }
-    let claimed: std::collections::HashSet<(&str, i64, i64)> = claimed
-        .iter()
-        .map(|(stream, q, p)| (stream.as_str(), *q, *p))
-        .collect();
-    let seen: Vec<&StreamKey> = keys
-        .iter()
-        .map(|(k, _)| *k)
-        .filter(|k| !claimed.contains(&(k.stream.as_str(), k.sequence, k.published_us)))
-        .collect();
-    let (streams, seqs, published) = columns(seen.iter().copied());
-    let rows: Vec<(String, i64, i64, Option<String>)> = sqlx::query_as::<Postgres, _>(
-        "SELECT i.stream, i.stream_sequence, i.published_us, i.dead_items::text
-         FROM inbox i
-         JOIN unnest($1::text[], $2::int8[], $3::int8[]) AS k(stream, seq, published_us)
-           ON i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
-    )
-    .bind(&streams)
-    .bind(&seqs)
-    .bind(&published)
-    .fetch_all(tx.conn())
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(stream, sequence, published_us, dead)| {
-            (
-                StreamKey {
-                    stream,
-                    sequence,
-                    published_us,
-                },
-                dead,
-            )
-        })
-        .collect())
 }
 
-/// Takes back claims of this transaction (events that will be retried instead).
-pub async fn release(tx: &mut TenantTx, keys: &[&StreamKey]) -> Result<(), sqlx::Error> {
+const CLAIM: &str = "
+WITH k AS (
+    SELECT * FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS k(stream, seq, published_us, d)
+), ins AS (
+    INSERT INTO inbox (stream, stream_sequence, published_us, dead_items)
+    SELECT stream, seq, published_us, d::jsonb FROM k
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+)
+SELECT i.stream, i.stream_sequence, i.published_us, i.dead_items::text
+FROM inbox i
+JOIN k ON i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us
+WHERE (SELECT count(*) FROM ins) < (SELECT count(*) FROM k)";
+
+/// The keys already processed, with their recorded dead items, from the rows of [`claim`].
+pub fn seen(rows: &[PgRow]) -> Result<HashMap<StreamKey, Option<String>>, sqlx::Error> {
+    rows.iter()
+        .map(|r| {
+            Ok((
+                StreamKey {
+                    stream: r.try_get(0)?,
+                    sequence: r.try_get(1)?,
+                    published_us: r.try_get(2)?,
+                },
+                r.try_get(3)?,
+            ))
+        })
+        .collect()
+}
+
+/// The statement taking back claims of this transaction (events that will be retried instead).
+pub fn release<'a>(keys: &[&'a StreamKey]) -> Option<Statement<'a>> {
     if keys.is_empty() {
-        return Ok(());
+        return None;
     }
     let (streams, seqs, published) = columns(keys.iter().copied());
-    sqlx::query::<Postgres>(
-        "DELETE FROM inbox i USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(stream, seq, published_us)
-         WHERE i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
+    Some(
+        Statement::new(
+            "DELETE FROM inbox i USING unnest($1::text[], $2::int8[], $3::int8[]) AS k(stream, seq, published_us)
+             WHERE i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
+        )
+        .bind(streams)
+        .bind(seqs)
+        .bind(published),
     )
-    .bind(&streams)
-    .bind(&seqs)
-    .bind(&published)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
-
-/// Replaces the dead items recorded with claimed keys (JSON text).
-pub async fn set_dead_items(
-    tx: &mut TenantTx,
-    keys: &[(&StreamKey, Option<String>)],
-) -> Result<(), sqlx::Error> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    let (streams, seqs, published) = columns(keys.iter().map(|(k, _)| *k));
-    let dead: Vec<Option<&str>> = keys.iter().map(|(_, d)| d.as_deref()).collect();
-    sqlx::query::<Postgres>(
-        "UPDATE inbox i SET dead_items = k.d::jsonb
-         FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[]) AS k(stream, seq, published_us, d)
-         WHERE i.stream = k.stream AND i.stream_sequence = k.seq AND i.published_us = k.published_us",
-    )
-    .bind(&streams)
-    .bind(&seqs)
-    .bind(&published)
-    .bind(&dead)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
 }
 
 type KeyColumns<'a> = (Vec<&'a str>, Vec<i64>, Vec<i64>);

@@ -4,12 +4,12 @@
 use std::collections::HashSet;
 
 use chrono::NaiveDate;
-use sqlx::Postgres;
 
 use crate::model::fields::status_rank;
 use crate::model::{MessagePatch, MessagePayload};
 
-use super::{column, TenantTx};
+use super::column;
+use super::script::Statement;
 
 /// Message upserts for one statement; each `message_id` appears at most once.
 #[derive(Default)]
@@ -44,36 +44,35 @@ impl<'a> MessageRows<'a> {
         });
     }
 
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<(), sqlx::Error> {
+    /// The statement writing these rows (none when there are none).
+    pub fn statement<'s>(&'s self, company: &'s str) -> Option<Statement<'s>> {
         if self.is_empty() {
-            return Ok(());
+            return None;
         }
         let rows = &self.rows;
-        let (conn, company) = tx.parts();
-        sqlx::query::<Postgres>(UPSERT_MESSAGES)
-            .bind(column(rows, |r| r.m.message_id.as_str()))
-            .bind(column(rows, |r| r.date))
-            .bind(column(rows, |r| r.m.from_phone.as_deref()))
-            .bind(column(rows, |r| r.m.to_phone.as_deref()))
-            .bind(column(rows, |r| r.m.chat_id.as_str()))
-            .bind(column(rows, |r| r.m.jid.as_deref()))
-            .bind(column(rows, |r| r.m.message_text.as_deref()))
-            .bind(column(rows, |r| r.m.message_url.as_deref()))
-            .bind(column(rows, |r| r.m.message_type.as_deref()))
-            .bind(column(rows, |r| r.m.flow.as_str()))
-            .bind(column(rows, |r| r.m.agent_id.as_deref()))
-            .bind(column(rows, |r| r.m.status.as_deref()))
-            .bind(column(rows, |r| r.status_rank))
-            .bind(column(rows, |r| raw(&r.m.key)))
-            .bind(column(rows, |r| raw(&r.m.message_obj)))
-            .bind(column(rows, |r| raw(&r.m.edited_message_obj)))
-            .bind(column(rows, |r| r.m.is_deleted))
-            .bind(column(rows, |r| r.m.message_timestamp))
-            .bind(column(rows, |r| r.meta))
-            .bind(company)
-            .execute(conn)
-            .await?;
-        Ok(())
+        Some(
+            Statement::new(UPSERT_MESSAGES)
+                .bind(column(rows, |r| r.m.message_id.as_str()))
+                .bind(column(rows, |r| r.date))
+                .bind(column(rows, |r| r.m.from_phone.as_deref()))
+                .bind(column(rows, |r| r.m.to_phone.as_deref()))
+                .bind(column(rows, |r| r.m.chat_id.as_str()))
+                .bind(column(rows, |r| r.m.jid.as_deref()))
+                .bind(column(rows, |r| r.m.message_text.as_deref()))
+                .bind(column(rows, |r| r.m.message_url.as_deref()))
+                .bind(column(rows, |r| r.m.message_type.as_deref()))
+                .bind(column(rows, |r| r.m.flow.as_str()))
+                .bind(column(rows, |r| r.m.agent_id.as_deref()))
+                .bind(column(rows, |r| r.m.status.as_deref()))
+                .bind(column(rows, |r| r.status_rank))
+                .bind(column(rows, |r| raw(&r.m.key)))
+                .bind(column(rows, |r| raw(&r.m.message_obj)))
+                .bind(column(rows, |r| raw(&r.m.edited_message_obj)))
+                .bind(column(rows, |r| r.m.is_deleted))
+                .bind(column(rows, |r| r.m.message_timestamp))
+                .bind(column(rows, |r| r.meta))
+                .bind(company),
+        )
     }
 }
 
@@ -188,23 +187,29 @@ impl<'a> MessagePatchRows<'a> {
         r.meta = meta;
     }
 
-    /// Applies the patches and returns the ids of the messages that were found.
-    pub async fn write(&self, tx: &mut TenantTx) -> Result<HashSet<String>, sqlx::Error> {
+    /// The statement applying the patches; its rows are the ids of the messages found
+    /// ([`MessagePatchRows::found`]).
+    pub fn statement(&self) -> Option<Statement<'_>> {
         if self.is_empty() {
-            return Ok(HashSet::new());
+            return None;
         }
         let rows = &self.rows;
-        let found: Vec<String> = sqlx::query_scalar::<Postgres, String>(PATCH_MESSAGES)
-            .bind(column(rows, |r| r.message_id))
-            .bind(column(rows, |r| r.status))
-            .bind(column(rows, |r| r.status_rank))
-            .bind(column(rows, |r| r.edited_message_obj))
-            .bind(column(rows, |r| r.message_url))
-            .bind(column(rows, |r| r.is_deleted))
-            .bind(column(rows, |r| r.meta))
-            .fetch_all(tx.conn())
-            .await?;
-        Ok(found.into_iter().collect())
+        Some(
+            Statement::new(PATCH_MESSAGES)
+                .bind(column(rows, |r| r.message_id))
+                .bind(column(rows, |r| r.status))
+                .bind(column(rows, |r| r.status_rank))
+                .bind(column(rows, |r| r.edited_message_obj))
+                .bind(column(rows, |r| r.message_url))
+                .bind(column(rows, |r| r.is_deleted))
+                .bind(column(rows, |r| r.meta)),
+        )
+    }
+
+    /// The ids of the messages found, from the rows of [`MessagePatchRows::statement`].
+    pub fn found(rows: &[sqlx::postgres::PgRow]) -> Result<HashSet<String>, sqlx::Error> {
+        use sqlx::Row;
+        rows.iter().map(|r| r.try_get::<String, _>(0)).collect()
     }
 }
 

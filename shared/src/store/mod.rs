@@ -1,9 +1,12 @@
 //! Postgres: tenant schemas and migrations, one write function per table, the inbox.
 //!
-//! Every write is set-based (one statement per table per round of a batch) and runs inside the
-//! tenant transaction of [`tenant_tx::begin`]. This is the only module that holds SQL.
+//! Every write is set-based (one statement per table per round of a batch and tenant) and runs
+//! inside a batch transaction ([`batch_tx`]) or a tenant transaction ([`tenant_tx::begin`]).
+//! This is the only module that holds SQL.
 //!
-//! * [`tenant_tx`]: the tenant transaction ([`TenantTx`]) every tenant write takes.
+//! * [`batch_tx`], [`script`]: the transaction a batch's writes to all its tenants run in, as
+//!   multi-statement queries of a few round trips.
+//! * [`tenant_tx`]: the transaction a write to one tenant takes (onboarding).
 //! * [`schema`]: tenant schemas, migrations, monthly message partitions.
 //! * [`chats`], [`chat_ensure`], [`unread`], [`messages`], [`contacts`], [`agents`]: per-table writes.
 //! * [`inbox`]: which stream messages already had their effects committed.
@@ -15,6 +18,7 @@
 
 pub mod agents;
 pub mod attempts;
+pub mod batch_tx;
 pub mod chat_ensure;
 pub mod chats;
 pub mod contacts;
@@ -25,6 +29,7 @@ pub mod inbox;
 pub mod messages;
 pub mod onboarding;
 pub mod schema;
+pub mod script;
 pub mod tenant_tx;
 pub mod tenants;
 pub mod unread;
@@ -32,9 +37,11 @@ pub mod unread;
 pub use schema::{SchemaError, Schemas, MIGRATIONS, SYSTEM_SCHEMA};
 pub use tenant_tx::TenantTx;
 
-use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
 
+use log::LevelFilter;
+use std::str::FromStr;
 use std::time::Duration;
 
 /// Connects a pool of `pool_size` connections now (an unreachable database is an error here,
@@ -42,17 +49,26 @@ use std::time::Duration;
 pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(pool_size)
-        .connect(url)
+        .connect_with(options(url)?)
         .await
+}
+
+/// The connection options of `url`. Statements are logged at TRACE, and slow ones at DEBUG,
+/// never above: a batch's writes are sent with their values in the text (see [`script`]),
+/// and those hold message bodies and phone numbers.
+fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .log_statements(LevelFilter::Trace)
+        .log_slow_statements(LevelFilter::Debug, Duration::from_secs(1)))
 }
 
 /// A pool that connects on demand: an unreachable database holds batches, it does not stop
 /// the process. Waiting 5 s for a connection means the database is unavailable.
 pub fn connect_lazy(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
-    PgPoolOptions::new()
+    Ok(PgPoolOptions::new()
         .max_connections(pool_size)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(url)
+        .connect_lazy_with(options(url)?))
 }
 
 /// Whether Postgres answers a trivial query.

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use chrono::{Datelike, NaiveDate};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::model::{quote_ident, TenantId};
@@ -37,6 +38,9 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(6, "0006", "tenants"),
 ];
 
+/// Connections of the pool schema work runs on.
+pub const DDL_CONNECTIONS: u32 = 2;
+
 /// The schema of the system's own tables (exhausted events of invalid tenants).
 pub const SYSTEM_SCHEMA: &str = "wa_system";
 
@@ -57,6 +61,9 @@ pub enum SchemaError {
 }
 
 /// Creates and migrates tenant schemas on first use and remembers which are ready.
+///
+/// Schema work runs on a small pool of its own ([`DDL_CONNECTIONS`] connections to the same
+/// database), so that a burst of new tenants never takes the connections writes need.
 pub struct Schemas {
     pool: PgPool,
     auto_migrate: bool,
@@ -68,6 +75,10 @@ pub struct Schemas {
 
 impl Schemas {
     pub fn new(pool: PgPool, auto_migrate: bool) -> Self {
+        let pool = PgPoolOptions::new()
+            .max_connections(DDL_CONNECTIONS)
+            .acquire_timeout(pool.options().get_acquire_timeout())
+            .connect_lazy_with((*pool.connect_options()).clone());
         Schemas {
             pool,
             auto_migrate,
@@ -75,6 +86,24 @@ impl Schemas {
             owners: Mutex::default(),
             partitions: Mutex::default(),
         }
+    }
+
+    /// Whether the tenant is known to own its schema, ready at the latest migration.
+    pub fn is_ready(&self, tenant: &TenantId) -> bool {
+        self.owners.lock().expect("lock").contains(tenant)
+    }
+
+    /// Whether a `messages` partition is known to exist for every month of `dates`.
+    pub fn has_partitions(
+        &self,
+        tenant: &TenantId,
+        dates: impl IntoIterator<Item = NaiveDate>,
+    ) -> bool {
+        let schema = tenant.schema_name();
+        let known = self.partitions.lock().expect("lock");
+        dates
+            .into_iter()
+            .all(|d| known.contains(&(schema.clone(), month_of(d))))
     }
 
     /// Makes sure the tenant owns its schema (recorded in `wa_system.tenants` the first time)
@@ -118,10 +147,7 @@ impl Schemas {
         dates: impl IntoIterator<Item = NaiveDate>,
     ) -> Result<(), sqlx::Error> {
         let schema = tenant.schema_name();
-        let mut months: Vec<i32> = dates
-            .into_iter()
-            .map(|d| d.year() * 12 + d.month0() as i32)
-            .collect();
+        let mut months: Vec<i32> = dates.into_iter().map(month_of).collect();
         months.sort_unstable();
         months.dedup();
         let missing: Vec<i32> = {
@@ -235,6 +261,11 @@ async fn create_partition(
 /// which Postgres takes for a time zone, so December 9999's upper bound would be refused.
 fn sql_date(d: NaiveDate) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+}
+
+/// A month as the partition cache counts it.
+fn month_of(d: NaiveDate) -> i32 {
+    d.year() * 12 + d.month0() as i32
 }
 
 fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {

@@ -107,8 +107,39 @@ fn begin_statement(tenant: &TenantId, lock_timeout: Duration) -> String {
          pg_advisory_xact_lock(hashtextextended({}, 0))::text",
         quote_literal(&tenant.schema_ident()),
         lock_timeout.as_millis().max(1),
-        quote_literal(&format!("wa:tenant:{}", tenant.schema_name())),
+        quote_literal(&tenant_lock_key(tenant)),
     )
+}
+
+/// The settings every write transaction runs with (see [`begin`]), as one statement.
+pub(crate) fn settings_statement(lock_timeout: Duration) -> String {
+    format!(
+        "SELECT set_config('lock_timeout', '{}ms', true), set_config('enable_seqscan', 'off', true), \
+         set_config('enable_hashjoin', 'off', true), set_config('enable_mergejoin', 'off', true)",
+        lock_timeout.as_millis().max(1)
+    )
+}
+
+/// Makes `tenant`'s schema the one the next statements write to and takes the tenant's lock
+/// (see [`begin`]), as one statement.
+pub(crate) fn enter_statement(tenant: &TenantId) -> String {
+    format!(
+        "SELECT set_config('search_path', {}, true), pg_advisory_xact_lock(hashtextextended({}, 0))::text",
+        quote_literal(&tenant.schema_ident()),
+        quote_literal(&tenant_lock_key(tenant)),
+    )
+}
+
+/// Makes `tenant`'s schema the one the next statements write to (its lock already taken).
+pub(crate) fn switch_statement(tenant: &TenantId) -> String {
+    format!(
+        "SELECT set_config('search_path', {}, true)",
+        quote_literal(&tenant.schema_ident()),
+    )
+}
+
+fn tenant_lock_key(tenant: &TenantId) -> String {
+    format!("wa:tenant:{}", tenant.schema_name())
 }
 
 /// `s` as an SQL string literal (standard_conforming_strings is on since PostgreSQL 9.1).

@@ -1,0 +1,476 @@
+//! A batch's writes, for every tenant in it, in one transaction of a few round trips, with the
+//! events the database refuses isolated.
+//!
+//! The events of each tenant form a [`Part`]. One attempt writes all parts in one
+//! [`BatchTx`]: a first script enters each tenant's schema under its lock (in schema-name
+//! order) and claims the events in the tenant's inbox; a second writes the fresh events of
+//! every part (its [`Plan`]'s statements); a third, only when some patch found no message,
+//! takes back those events' claims. The commit ends the last script. So a batch costs two or
+//! three round trips and one commit whether it spans one tenant or a thousand.
+//!
+//! When a statement fails, Postgres says which one, so the failure is pinned on its part:
+//! * the database is unavailable: the batch is held (nothing decided);
+//! * a conflict (deadlock, serialization): the attempt runs again, up to three times;
+//! * no partition for a message (detached or dropped): recreated once, and run again;
+//! * the part's own data is refused: the part is split in halves, and a single history event
+//!   is written item by item (each item its own statements), until the refused event or item
+//!   is alone and dead-lettered; every other part runs again, so one bad event never fails
+//!   its neighbours in any tenant;
+//! * anything else: the tenant's events are retried later (its schema looked up again).
+
+use std::collections::{HashMap, HashSet};
+
+use tracing::{debug, warn};
+
+use crate::model::{ErrorType, Payload, TenantId};
+use crate::store::batch_tx::{self, BatchTx};
+use crate::store::failure::{classify, is_missing_partition, DbFailure};
+use crate::store::inbox::{self, StreamKey};
+use crate::store::messages::MessagePatchRows;
+use crate::store::script::{Script, ScriptError, Unrenderable};
+
+use super::inbound::{DeadLetter, InboundEvent, Outcome};
+use super::plan::{Decoded, Plan};
+use super::process::{Processor, Unavailable};
+
+/// Runs of the same transaction after a serialization failure or deadlock.
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// Whose a statement of a batch transaction is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// The transaction's own (begin, settings, commit).
+    Batch,
+    /// Part `.0`'s.
+    Part(usize),
+    /// Item `.1` of the history event of part `.0`, written item by item.
+    Item(usize, usize),
+}
+
+impl Tag {
+    fn part(self) -> Option<usize> {
+        match self {
+            Tag::Batch => None,
+            Tag::Part(p) | Tag::Item(p, _) => Some(p),
+        }
+    }
+}
+
+/// A run of one tenant's events, in stream order, written together.
+#[derive(Clone)]
+pub(super) struct Part<'d, 'e> {
+    pub tenant: &'d TenantId,
+    pub events: &'d [Decoded<'e>],
+    /// A single history event written item by item, to find the items the database refuses.
+    item_by_item: bool,
+    /// The items of that event the database refused so far.
+    refused: Vec<DeadLetter>,
+}
+
+impl<'d, 'e> Part<'d, 'e> {
+    pub fn new(tenant: &'d TenantId, events: &'d [Decoded<'e>]) -> Self {
+        Part {
+            tenant,
+            events,
+            item_by_item: false,
+            refused: Vec::new(),
+        }
+    }
+
+    fn piece(&self, events: &'d [Decoded<'e>]) -> Self {
+        Part::new(self.tenant, events)
+    }
+}
+
+/// Why an attempt failed.
+enum Failed {
+    Db(ScriptError<Tag>),
+    /// A value that cannot be sent (a NUL character): that statement's events are refused.
+    Unrenderable(Tag),
+}
+
+impl From<ScriptError<Tag>> for Failed {
+    fn from(e: ScriptError<Tag>) -> Self {
+        Failed::Db(e)
+    }
+}
+
+impl Processor {
+    /// Writes `parts` (each tenant at most once, or pieces of one in stream order) and returns
+    /// an outcome for every event in them.
+    pub(super) async fn write_parts(
+        &self,
+        events: &[InboundEvent],
+        mut parts: Vec<Part<'_, '_>>,
+    ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
+        let mut out = Vec::new();
+        let mut conflicts = 1;
+        let mut repartitioned: HashSet<&TenantId> = HashSet::new();
+        while !parts.is_empty() {
+            let (tag, error) = match self.write_tx(events, &parts).await {
+                Ok(outcomes) => {
+                    out.extend(outcomes);
+                    break;
+                }
+                Err(Failed::Unrenderable(tag)) => {
+                    let p = tag.part().expect("only event values are rendered");
+                    let refusal = Unrenderable.to_string();
+                    self.refused(events, &mut parts, p, tag, refusal, &mut out);
+                    continue;
+                }
+                Err(Failed::Db(ScriptError { tag, error })) => (tag, error),
+            };
+            let class = classify(&error);
+            if class == DbFailure::Unavailable {
+                warn!(error = %error, "database unavailable; holding the batch");
+                return Err(Unavailable(error.to_string()));
+            }
+            if class == DbFailure::Conflict && conflicts < CONFLICT_ATTEMPTS {
+                debug!(attempt = conflicts, error = %error, "write conflict; running again");
+                conflicts += 1;
+                continue;
+            }
+            let Some(p) = tag.and_then(Tag::part) else {
+                // The transaction itself failed (not one part's statement).
+                warn!(error = %error, "batch transaction failed");
+                for part in parts.drain(..) {
+                    out.extend(self.all_transient(events, part.events, &error.to_string()));
+                }
+                break;
+            };
+            let tenant = parts[p].tenant;
+            if is_missing_partition(&error) && repartitioned.insert(tenant) {
+                warn!(tenant = %tenant, error = %error, "a message partition is gone; creating it again");
+                self.schemas.forget_partitions(tenant);
+                let dates = parts
+                    .iter()
+                    .filter(|q| q.tenant == tenant)
+                    .flat_map(|q| q.events.iter().flat_map(Decoded::message_dates));
+                match self.schemas.ensure_partitions(tenant, dates).await {
+                    Ok(()) => continue,
+                    Err(e) if classify(&e) == DbFailure::Unavailable => {
+                        return Err(Unavailable(e.to_string()))
+                    }
+                    Err(e) => {
+                        self.give_up_tenant(events, &mut parts, tenant, &e.to_string(), &mut out);
+                        continue;
+                    }
+                }
+            }
+            if class == DbFailure::Permanent {
+                self.refused(
+                    events,
+                    &mut parts,
+                    p,
+                    tag.expect("tagged"),
+                    error.to_string(),
+                    &mut out,
+                );
+            } else {
+                // Conflicts that outlived their attempts, and the rest.
+                warn!(tenant = %tenant, error = %error, "transient write failure");
+                self.schemas.forget(tenant);
+                self.give_up_tenant(events, &mut parts, tenant, &error.to_string(), &mut out);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The database refused a write of part `p` (statement `tag`): the part is split so the
+    /// refused event or item ends up alone, and alone it is dead-lettered.
+    fn refused<'d, 'e>(
+        &self,
+        events: &[InboundEvent],
+        parts: &mut Vec<Part<'d, 'e>>,
+        p: usize,
+        tag: Tag,
+        error: String,
+        out: &mut Vec<(usize, Outcome)>,
+    ) {
+        let part = parts.remove(p);
+        let n = part.events.len();
+        if n > 1 {
+            let mid = n / 2;
+            parts.insert(p, part.piece(&part.events[mid..]));
+            parts.insert(p, part.piece(&part.events[..mid]));
+            return;
+        }
+        let event = &part.events[0];
+        let items = match &event.payload {
+            Payload::History(items) => items.len(),
+            _ => 0,
+        };
+        match tag {
+            Tag::Item(_, item) => {
+                debug!(tenant = %part.tenant, seq = events[event.idx].stream_sequence, item, error = %error, "database refused a history item");
+                let mut part = part;
+                part.refused.push(DeadLetter {
+                    error_type: ErrorType::DatabasePermanent,
+                    error,
+                    item_index: Some(item),
+                });
+                parts.insert(p, part);
+            }
+            _ if items > 1 && !part.item_by_item => {
+                let mut part = part;
+                part.item_by_item = true;
+                parts.insert(p, part);
+            }
+            _ => {
+                warn!(tenant = %part.tenant, seq = events[event.idx].stream_sequence, error = %error, "database refused the event");
+                out.push((
+                    event.idx,
+                    Outcome::DeadLetter(DeadLetter::new(ErrorType::DatabasePermanent, error)),
+                ));
+            }
+        }
+    }
+
+    /// Every part of `tenant` is retried later, for `reason`.
+    fn give_up_tenant(
+        &self,
+        events: &[InboundEvent],
+        parts: &mut Vec<Part<'_, '_>>,
+        tenant: &TenantId,
+        reason: &str,
+        out: &mut Vec<(usize, Outcome)>,
+    ) {
+        parts.retain(|part| {
+            if part.tenant == tenant {
+                out.extend(self.all_transient(events, part.events, reason));
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    pub(super) fn all_transient(
+        &self,
+        events: &[InboundEvent],
+        part: &[Decoded<'_>],
+        reason: &str,
+    ) -> Vec<(usize, Outcome)> {
+        part.iter()
+            .map(|d| (d.idx, self.retry.transient(&events[d.idx], reason)))
+            .collect()
+    }
+
+    /// One attempt: every part in one transaction (see the module).
+    async fn write_tx(
+        &self,
+        events: &[InboundEvent],
+        parts: &[Part<'_, '_>],
+    ) -> Result<Vec<(usize, Outcome)>, Failed> {
+        let mut tx = batch_tx::acquire(&self.pool, self.settings.lock_timeout)
+            .await
+            .map_err(|error| ScriptError { tag: None, error })?;
+        let written = write_in(&mut tx, events, parts, &self.retry).await;
+        if written.is_err() {
+            tx.rollback().await;
+        }
+        written
+    }
+}
+
+/// [`Processor::write_tx`] on its transaction.
+async fn write_in(
+    tx: &mut BatchTx,
+    events: &[InboundEvent],
+    parts: &[Part<'_, '_>],
+    retry: &super::retry::RetryPolicy,
+) -> Result<Vec<(usize, Outcome)>, Failed> {
+    // Tenants in schema-name order (their parts keep stream order): the lock order.
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&p| parts[p].tenant.schema_name());
+
+    let keys: Vec<Vec<StreamKey>> = parts
+        .iter()
+        .map(|part| {
+            part.events
+                .iter()
+                .map(|d| stream_key(&events[d.idx]))
+                .collect()
+        })
+        .collect();
+    let mut dead_items: Vec<Vec<Vec<DeadLetter>>> = parts
+        .iter()
+        .map(|part| {
+            part.events
+                .iter()
+                .map(|d| {
+                    let mut dead = d.invalid_items();
+                    dead.extend(part.refused.iter().cloned());
+                    dead
+                })
+                .collect()
+        })
+        .collect();
+    let claims: Vec<Vec<(&StreamKey, Option<String>)>> = keys
+        .iter()
+        .zip(&dead_items)
+        .map(|(keys, dead)| {
+            keys.iter()
+                .zip(dead)
+                .map(|(k, d)| (k, dead_items_json(d)))
+                .collect()
+        })
+        .collect();
+
+    // 1. Begin; enter each tenant under its lock; claim the events.
+    let mut first = Script::default();
+    tx.begin_into(&mut first, Tag::Batch);
+    let mut claim_at: Vec<Option<usize>> = vec![None; parts.len()];
+    let mut entered: Option<&TenantId> = None;
+    for &p in &order {
+        if entered != Some(parts[p].tenant) {
+            BatchTx::enter_into(&mut first, Tag::Part(p), parts[p].tenant);
+            entered = Some(parts[p].tenant);
+        }
+        if let Some(claim) = inbox::claim(&claims[p]) {
+            claim_at[p] = Some(first.len());
+            first
+                .push(Tag::Part(p), &claim)
+                .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
+        }
+    }
+    let rows = tx.run(&first).await?;
+    let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
+    for (p, at) in claim_at.iter().enumerate() {
+        seen.push(match at {
+            Some(i) => inbox::seen(&rows[*i]).map_err(|error| ScriptError {
+                tag: Some(Tag::Part(p)),
+                error,
+            })?,
+            None => HashMap::new(),
+        });
+    }
+
+    // 2. The fresh events' writes.
+    let plans: Vec<Vec<(Tag, Plan)>> = parts
+        .iter()
+        .enumerate()
+        .map(|(p, part)| {
+            let fresh = part
+                .events
+                .iter()
+                .zip(&keys[p])
+                .filter(|(_, k)| !seen[p].contains_key(*k))
+                .map(|(d, _)| d);
+            if part.item_by_item {
+                let refused: HashSet<usize> =
+                    part.refused.iter().filter_map(|d| d.item_index).collect();
+                fresh
+                    .flat_map(|d| d.units().map(move |(item, unit)| (d, item, unit)))
+                    .filter(|(_, item, _)| !item.is_some_and(|i| refused.contains(&i)))
+                    .map(|(d, item, unit)| {
+                        (Tag::Item(p, item.unwrap_or(0)), Plan::new([(d, unit)]))
+                    })
+                    .collect()
+            } else {
+                let plan = Plan::new(fresh.flat_map(|d| d.units().map(move |(_, u)| (d, u))));
+                vec![(Tag::Part(p), plan)]
+            }
+        })
+        .collect();
+    let mut writes = Script::default();
+    // (statement, part, plan, round) of each patch statement.
+    let mut patches: Vec<(usize, usize, usize, usize)> = Vec::new();
+    for &p in &order {
+        let company = parts[p].tenant.as_str();
+        let mut switched = false;
+        for (k, (tag, plan)) in plans[p].iter().enumerate() {
+            for s in plan.statements(company) {
+                if !switched {
+                    BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
+                    switched = true;
+                }
+                if let Some(round) = s.patches {
+                    patches.push((writes.len(), p, k, round));
+                }
+                writes
+                    .push(*tag, &s.statement)
+                    .map_err(|_| Failed::Unrenderable(*tag))?;
+            }
+        }
+    }
+    if patches.is_empty() {
+        BatchTx::commit_into(&mut writes, Tag::Batch);
+    }
+    let rows = tx.run(&writes).await?;
+
+    // 3. Claims of patches whose message is not there yet are taken back; commit.
+    let mut not_found: Vec<HashSet<usize>> = vec![HashSet::new(); parts.len()];
+    for &(at, p, k, round) in &patches {
+        let found = MessagePatchRows::found(&rows[at]).map_err(|error| ScriptError {
+            tag: Some(Tag::Part(p)),
+            error,
+        })?;
+        not_found[p].extend(plans[p][k].1.not_found(round, &found));
+    }
+    if !patches.is_empty() {
+        let mut last = Script::default();
+        for &p in &order {
+            let retried: Vec<&StreamKey> = parts[p]
+                .events
+                .iter()
+                .zip(&keys[p])
+                .filter(|(d, _)| not_found[p].contains(&d.idx))
+                .map(|(_, k)| k)
+                .collect();
+            if let Some(release) = inbox::release(&retried) {
+                BatchTx::switch_into(&mut last, Tag::Part(p), parts[p].tenant);
+                last.push(Tag::Part(p), &release)
+                    .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
+            }
+        }
+        BatchTx::commit_into(&mut last, Tag::Batch);
+        tx.run(&last).await?;
+    }
+
+    // Outcomes.
+    let mut out = Vec::new();
+    for (p, part) in parts.iter().enumerate() {
+        for (i, d) in part.events.iter().enumerate() {
+            let event = &events[d.idx];
+            let outcome = if let Some(dead) = seen[p].get(&keys[p][i]) {
+                debug!(
+                    seq = event.stream_sequence,
+                    "duplicate delivery; effects already committed"
+                );
+                let items: Vec<DeadLetter> = dead
+                    .as_deref()
+                    .and_then(|j| serde_json::from_str(j).ok())
+                    .unwrap_or_default();
+                ack(items)
+            } else if not_found[p].contains(&d.idx) {
+                retry.transient(event, "message to update not found yet")
+            } else {
+                ack(std::mem::take(&mut dead_items[p][i]))
+            };
+            out.push((d.idx, outcome));
+        }
+    }
+    Ok(out)
+}
+
+/// Dead items as recorded in the inbox: JSON text, or nothing when there are none.
+fn dead_items_json(items: &[DeadLetter]) -> Option<String> {
+    (!items.is_empty()).then(|| serde_json::to_string(items).expect("dead items serialise"))
+}
+
+fn ack(dead_items: Vec<DeadLetter>) -> Outcome {
+    if dead_items.is_empty() {
+        Outcome::Ack
+    } else {
+        Outcome::AckWithDeadItems(dead_items)
+    }
+}
+
+pub(super) fn stream_key(e: &InboundEvent) -> StreamKey {
+    StreamKey {
+        stream: e.stream.clone(),
+        sequence: e.stream_sequence as i64,
+        published_us: e.published_at.timestamp_micros(),
+    }
+}

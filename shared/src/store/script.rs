@@ -1,0 +1,347 @@
+//! Many statements in one round trip: a batch's writes to all its tenants are sent as one
+//! multi-statement query per step, so a batch costs the same few round trips whether it spans
+//! one tenant or a thousand.
+//!
+//! A multi-statement query has no parameters, so each [`Statement`]'s values are rendered as
+//! SQL literals: an escape string (`E'…'`, read the same whatever `standard_conforming_strings`
+//! says) holding an array literal, cast to the parameter's type. Every character that means
+//! something to either is escaped, and a string holding NUL (which Postgres text cannot hold
+//! and which would end the query text) is refused before anything is sent.
+//!
+//! Postgres runs the statements of such a query one after the other and stops at the first
+//! that fails; [`Script::run`] returns the rows of each statement, or the failing statement's
+//! tag, so the caller knows whose write it was.
+
+use std::fmt::Write as _;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use sqlx::postgres::PgRow;
+use sqlx::{Either, PgConnection};
+
+/// The values of one `$n` parameter: a column of an `unnest(…)`, or one scalar.
+#[derive(Debug, Clone)]
+pub enum Param<'a> {
+    Text(Vec<Option<&'a str>>),
+    Bool(Vec<Option<bool>>),
+    Int2(Vec<Option<i16>>),
+    Int4(Vec<Option<i32>>),
+    Int8(Vec<Option<i64>>),
+    Date(Vec<Option<NaiveDate>>),
+    Timestamptz(Vec<Option<DateTime<Utc>>>),
+    /// One `text` value.
+    Scalar(&'a str),
+}
+
+/// What a parameter can be made from (the column types the store's statements bind).
+pub trait IntoParam<'a> {
+    fn into_param(self) -> Param<'a>;
+}
+
+macro_rules! into_param {
+    ($variant:ident, $t:ty) => {
+        impl<'a> IntoParam<'a> for Vec<Option<$t>> {
+            fn into_param(self) -> Param<'a> {
+                Param::$variant(self)
+            }
+        }
+        impl<'a> IntoParam<'a> for Vec<$t> {
+            fn into_param(self) -> Param<'a> {
+                Param::$variant(self.into_iter().map(Some).collect())
+            }
+        }
+    };
+}
+
+into_param!(Text, &'a str);
+into_param!(Bool, bool);
+into_param!(Int2, i16);
+into_param!(Int4, i32);
+into_param!(Int8, i64);
+into_param!(Date, NaiveDate);
+into_param!(Timestamptz, DateTime<Utc>);
+
+impl<'a> IntoParam<'a> for &'a str {
+    fn into_param(self) -> Param<'a> {
+        Param::Scalar(self)
+    }
+}
+
+/// A statement of the store with its parameters (`$1` is the first bound).
+#[derive(Debug, Clone)]
+pub struct Statement<'a> {
+    sql: &'static str,
+    params: Vec<Param<'a>>,
+}
+
+/// A value that cannot be sent as SQL text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a text value holds a NUL character, which Postgres cannot store")]
+pub struct Unrenderable;
+
+impl<'a> Statement<'a> {
+    pub fn new(sql: &'static str) -> Self {
+        Statement {
+            sql,
+            params: Vec::new(),
+        }
+    }
+
+    /// Binds the next parameter.
+    pub fn bind(mut self, value: impl IntoParam<'a>) -> Self {
+        self.params.push(value.into_param());
+        self
+    }
+
+    /// The statement with its parameters replaced by literals.
+    pub fn render(&self, out: &mut String) -> Result<(), Unrenderable> {
+        let sql = self.sql;
+        let bytes = sql.as_bytes();
+        let mut from = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'$' && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                let start = i + 1;
+                let mut end = start;
+                while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                    end += 1;
+                }
+                let n: usize = sql[start..end].parse().expect("digits");
+                let param = n
+                    .checked_sub(1)
+                    .and_then(|n| self.params.get(n))
+                    .unwrap_or_else(|| panic!("statement uses ${n}, which is not bound"));
+                out.push_str(&sql[from..i]);
+                literal(param, out)?;
+                from = end;
+                i = end;
+            } else {
+                i += 1;
+            }
+        }
+        out.push_str(&sql[from..]);
+        Ok(())
+    }
+}
+
+/// Appends `param` as a literal of its type.
+fn literal(param: &Param<'_>, out: &mut String) -> Result<(), Unrenderable> {
+    match param {
+        Param::Scalar(s) => {
+            out.push_str("E'");
+            for c in s.chars() {
+                match c {
+                    '\0' => return Err(Unrenderable),
+                    '\\' => out.push_str("\\\\"),
+                    '\'' => out.push_str("''"),
+                    c => out.push(c),
+                }
+            }
+            out.push_str("'::text");
+        }
+        Param::Text(values) => {
+            out.push_str("E'{");
+            for (k, v) in values.iter().enumerate() {
+                if k > 0 {
+                    out.push(',');
+                }
+                match v {
+                    None => out.push_str("NULL"),
+                    Some(s) => {
+                        out.push('"');
+                        for c in s.chars() {
+                            match c {
+                                '\0' => return Err(Unrenderable),
+                                // `\` escapes in the array literal (`\\`), each of those
+                                // backslashes escaped again in the string literal.
+                                '\\' => out.push_str("\\\\\\\\"),
+                                '"' => out.push_str("\\\\\""),
+                                '\'' => out.push_str("''"),
+                                c => out.push(c),
+                            }
+                        }
+                        out.push('"');
+                    }
+                }
+            }
+            out.push_str("}'::text[]");
+        }
+        Param::Bool(v) => array(out, v, "bool", |o, b| o.push(if *b { 't' } else { 'f' })),
+        Param::Int2(v) => array(out, v, "int2", |o, n| write!(o, "{n}").expect("write")),
+        Param::Int4(v) => array(out, v, "int4", |o, n| write!(o, "{n}").expect("write")),
+        Param::Int8(v) => array(out, v, "int8", |o, n| write!(o, "{n}").expect("write")),
+        Param::Date(v) => array(out, v, "date", |o, d| {
+            write!(o, "{}", d.format("%Y-%m-%d")).expect("write")
+        }),
+        Param::Timestamptz(v) => array(out, v, "timestamptz", |o, t| {
+            write!(o, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.6f+00")).expect("write")
+        }),
+    }
+    Ok(())
+}
+
+/// An array literal of values whose text needs no escaping.
+fn array<T>(out: &mut String, values: &[Option<T>], ty: &str, item: impl Fn(&mut String, &T)) {
+    out.push_str("'{");
+    for (k, v) in values.iter().enumerate() {
+        if k > 0 {
+            out.push(',');
+        }
+        match v {
+            None => out.push_str("NULL"),
+            Some(v) => item(out, v),
+        }
+    }
+    out.push_str("}'::");
+    out.push_str(ty);
+    out.push_str("[]");
+}
+
+/// Statements sent as one query, each tagged with whose it is.
+pub struct Script<T> {
+    sql: String,
+    tags: Vec<T>,
+}
+
+/// The statement of a script that failed, and why.
+#[derive(Debug)]
+pub struct ScriptError<T> {
+    /// The failing statement's tag; `None` when the query as a whole failed (connection lost).
+    pub tag: Option<T>,
+    pub error: sqlx::Error,
+}
+
+impl<T: Copy> Default for Script<T> {
+    fn default() -> Self {
+        Script {
+            sql: String::new(),
+            tags: Vec::new(),
+        }
+    }
+}
+
+impl<T: Copy> Script<T> {
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty()
+    }
+
+    /// Statements so far.
+    pub fn len(&self) -> usize {
+        self.tags.len()
+    }
+
+    /// Adds a statement of the store with its values.
+    pub fn push(&mut self, tag: T, statement: &Statement<'_>) -> Result<(), Unrenderable> {
+        let mark = self.sql.len();
+        if let Err(e) = statement.render(&mut self.sql) {
+            self.sql.truncate(mark);
+            return Err(e);
+        }
+        self.sql.push_str(";\n");
+        self.tags.push(tag);
+        Ok(())
+    }
+
+    /// Adds one statement written by the store itself (no values from events in it).
+    pub(crate) fn push_sql(&mut self, tag: T, sql: &str) {
+        self.sql.push_str(sql);
+        self.sql.push_str(";\n");
+        self.tags.push(tag);
+    }
+
+    /// Whether the last statement is the commit of the transaction.
+    pub(crate) fn ends_with_commit(&self) -> bool {
+        self.sql.ends_with("COMMIT;\n")
+    }
+
+    /// Runs every statement in one round trip; returns each statement's rows, in order.
+    pub async fn run(&self, conn: &mut PgConnection) -> Result<Vec<Vec<PgRow>>, ScriptError<T>> {
+        if self.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut results: Vec<Vec<PgRow>> = Vec::with_capacity(self.tags.len() + 1);
+        results.push(Vec::new());
+        let mut stream = sqlx::raw_sql(&self.sql).fetch_many(conn);
+        while let Some(next) = stream.next().await {
+            match next {
+                Ok(Either::Left(_done)) => results.push(Vec::new()),
+                Ok(Either::Right(row)) => results.last_mut().expect("a statement").push(row),
+                Err(error) => {
+                    let done = results.len() - 1;
+                    let tag = match error {
+                        sqlx::Error::Database(_) => self.tags.get(done).copied(),
+                        _ => None,
+                    };
+                    return Err(ScriptError { tag, error });
+                }
+            }
+        }
+        results.pop();
+        if results.len() != self.tags.len() {
+            return Err(ScriptError {
+                tag: None,
+                error: sqlx::Error::Protocol(format!(
+                    "{} statements sent, {} completed",
+                    self.tags.len(),
+                    results.len()
+                )),
+            });
+        }
+        Ok(results)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rendered(s: &Statement<'_>) -> String {
+        let mut out = String::new();
+        s.render(&mut out).expect("renders");
+        out
+    }
+
+    #[test]
+    fn parameters_become_typed_literals_and_ten_is_not_one() {
+        let mut s = Statement::new("SELECT $1, $10, $2");
+        s = s.bind(vec!["a"]).bind(vec![Some(true), None]);
+        for _ in 3..=9 {
+            s = s.bind(vec![1i64]);
+        }
+        s = s.bind("x");
+        assert_eq!(
+            rendered(&s),
+            "SELECT E'{\"a\"}'::text[], E'x'::text, '{t,NULL}'::bool[]"
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_are_escaped_for_both_literals() {
+        let s = Statement::new("$1").bind(vec![Some(r#"a'b"c\d"#), None]);
+        assert_eq!(rendered(&s), r#"E'{"a''b\\"c\\\\d",NULL}'::text[]"#);
+        let s = Statement::new("$1").bind(r"it's \x");
+        assert_eq!(rendered(&s), r"E'it''s \\x'::text");
+    }
+
+    #[test]
+    fn nul_is_refused_and_leaves_the_script_as_it_was() {
+        let mut script: Script<u8> = Script::default();
+        script.push_sql(0, "SELECT 1");
+        let bad = Statement::new("SELECT $1").bind(vec!["a\0b"]);
+        assert_eq!(script.push(1, &bad), Err(Unrenderable));
+        assert_eq!(script.len(), 1);
+        assert_eq!(script.sql, "SELECT 1;\n");
+    }
+
+    #[test]
+    fn dates_and_times_are_written_as_postgres_reads_them() {
+        let t = DateTime::from_timestamp(1_718_400_000, 123_456_000).expect("time");
+        let s = Statement::new("$1 $2")
+            .bind(vec![t.date_naive()])
+            .bind(vec![Some(t), None]);
+        assert_eq!(
+            rendered(&s),
+            "'{2024-06-14}'::date[] '{\"2024-06-14 21:20:00.123456+00\",NULL}'::timestamptz[]"
+        );
+    }
+}
