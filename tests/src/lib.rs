@@ -14,6 +14,7 @@ pub mod ledger;
 pub mod publisher;
 pub mod servers;
 pub mod stack;
+pub mod tenants;
 pub mod workload;
 
 pub use fixture::Fixture;

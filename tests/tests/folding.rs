@@ -246,3 +246,71 @@ proptest! {
         });
     }
 }
+
+/// One tenant's share of a many-tenant batch: its ops, filtered like the single-tenant case
+/// (receipts only of messages created before them).
+fn tenant_ops(ops: &[(usize, Op)], tenant: usize) -> Vec<Op> {
+    let mut created = std::collections::HashSet::from([0u8, 1, 2]);
+    ops.iter()
+        .filter(|(t, _)| *t == tenant)
+        .map(|(_, o)| o.clone())
+        .filter(|o| match o {
+            Op::Message { msg, .. } => created.insert(*msg),
+            Op::Patch { msg, .. } => created.contains(msg),
+            _ => true,
+        })
+        .collect()
+}
+
+proptest! {
+    // Each case creates two schemas per tenant (up to 80): few cases.
+    #![proptest_config(ProptestConfig { cases: 6, max_shrink_iters: 32, ..ProptestConfig::default() })]
+
+    /// SPEC §3 (one batch routinely spans many tenants): the events of 2–40 tenants interleaved
+    /// in one batch write, in each tenant, what that tenant's events write one by one.
+    #[test]
+    fn a_batch_spanning_many_tenants_writes_what_each_tenants_events_write_one_by_one(
+        tenants in 2..=40usize,
+        ops in proptest::collection::vec((any::<proptest::sample::Index>(), op()), 1..160),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let f = Fixture::new("mseq").await;
+            let ops: Vec<(usize, Op)> = ops.into_iter().map(|(i, o)| (i.index(tenants), o)).collect();
+            let per_tenant: Vec<Vec<Op>> = (0..tenants).map(|t| tenant_ops(&ops, t)).collect();
+
+            // Controls: each tenant's ops one batch each, after its setup.
+            let controls: Vec<Events> = (0..tenants).map(|_| f.other_tenant("mseq")).collect();
+            all_acked(&f.processor, &controls.iter().flat_map(setup).collect::<Vec<_>>()).await;
+            for (ev, ops) in controls.iter().zip(&per_tenant) {
+                for o in ops {
+                    all_acked(&f.processor, &[event(ev, o)]).await;
+                }
+            }
+
+            // One batch: every tenant's ops, interleaved in the generated order (each tenant's
+            // own ops in their order).
+            let batched: Vec<Events> = (0..tenants).map(|_| f.other_tenant("mbat")).collect();
+            all_acked(&f.processor, &batched.iter().flat_map(setup).collect::<Vec<_>>()).await;
+            let mut next = vec![0usize; tenants];
+            let mut batch = Vec::new();
+            for (t, _) in &ops {
+                if let Some(o) = per_tenant[*t].get(next[*t]) {
+                    batch.push(event(&batched[*t], o));
+                    next[*t] += 1;
+                }
+            }
+            assert_eq!(batch.len(), per_tenant.iter().map(Vec::len).sum::<usize>());
+            all_acked(&f.processor, &batch).await;
+
+            for (t, (c, b)) in controls.iter().zip(&batched).enumerate() {
+                assert_eq!(
+                    without_company(snapshot(&f.pool, &c.tenant).await),
+                    without_company(snapshot(&f.pool, &b.tenant).await),
+                    "tenant {t}: {:#?}",
+                    per_tenant[t]
+                );
+            }
+        });
+    }
+}
