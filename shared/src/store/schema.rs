@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 use chrono::{Datelike, NaiveDate};
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
+
+use super::script::Script;
 
 use crate::model::{quote_ident, TenantId};
 
@@ -278,7 +280,9 @@ pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Applies every pending migration to `schema` in one transaction under a per-schema lock.
+/// Applies every pending migration to `schema` in one transaction under a per-schema lock, in
+/// three round trips whatever the number of migrations (lock; schema and what is applied;
+/// the pending migrations with their records) and the commit.
 pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
     let ident = quote_ident(schema);
     let mut tx = pool.begin().await?;
@@ -286,27 +290,45 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
         .bind(format!("wa:migrate:{schema}"))
         .execute(&mut *tx)
         .await?;
-    sqlx::raw_sql(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {ident};
-         SET LOCAL search_path TO {ident};
-         CREATE TABLE IF NOT EXISTS schema_migrations (
+    let mut setup: Script<()> = Script::default();
+    setup.push_sql((), &format!("CREATE SCHEMA IF NOT EXISTS {ident}"));
+    setup.push_sql((), &format!("SET LOCAL search_path TO {ident}"));
+    setup.push_sql(
+        (),
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
              version integer PRIMARY KEY,
              name text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .execute(&mut *tx)
-    .await?;
-    let applied: Vec<i32> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *tx)
-        .await?;
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        sqlx::raw_sql(m.sql).execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
-            .bind(m.version)
-            .bind(m.name)
-            .execute(&mut *tx)
-            .await?;
+         )",
+    );
+    setup.push_sql((), "SELECT version FROM schema_migrations");
+    let rows = setup.run(&mut tx).await.map_err(|e| e.error)?;
+    let applied: Vec<i32> = rows
+        .last()
+        .map(|rows| rows.iter().map(|r| r.try_get(0)).collect())
+        .transpose()?
+        .unwrap_or_default();
+    let pending: Vec<&Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .collect();
+    if pending.is_empty() {
+        return tx.commit().await;
+    }
+    // Each migration is a file of statements; they run as one query, each followed by its
+    // record (names are the crate's own, quoted as literals).
+    let mut sql = String::new();
+    for m in &pending {
+        sql.push_str(m.sql);
+        sql.push_str(&format!(
+            "\n;\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}');\n",
+            m.version,
+            m.name.replace('\'', "''")
+        ));
+    }
+    sqlx::raw_sql(&sql).execute(&mut *tx).await?;
+    tx.commit().await?;
+    for m in pending {
         tracing::info!(
             schema,
             version = m.version,
@@ -314,7 +336,7 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
             "applied migration"
         );
     }
-    tx.commit().await
+    Ok(())
 }
 
 /// The highest migration applied to `schema` (0 when it has none).

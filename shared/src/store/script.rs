@@ -112,7 +112,7 @@ impl<'a> Statement<'a> {
                     .and_then(|n| self.params.get(n))
                     .unwrap_or_else(|| panic!("statement uses ${n}, which is not bound"));
                 out.push_str(&sql[from..i]);
-                literal(param, out)?;
+                literal(param, out, !sql[end..].starts_with("::"))?;
                 from = end;
                 i = end;
             } else {
@@ -124,65 +124,99 @@ impl<'a> Statement<'a> {
     }
 }
 
-/// Appends `param` as a literal of its type.
-fn literal(param: &Param<'_>, out: &mut String) -> Result<(), Unrenderable> {
-    match param {
+/// Appends `param` as a literal of its type; `cast` adds the type (left out when the statement
+/// casts the parameter itself, so the type is looked up once).
+fn literal(param: &Param<'_>, out: &mut String, cast: bool) -> Result<(), Unrenderable> {
+    let ty = match param {
         Param::Scalar(s) => {
-            out.push_str("E'");
-            for c in s.chars() {
-                match c {
-                    '\0' => return Err(Unrenderable),
-                    '\\' => out.push_str("\\\\"),
-                    '\'' => out.push_str("''"),
-                    c => out.push(c),
-                }
+            if s.contains('\0') {
+                return Err(Unrenderable);
             }
-            out.push_str("'::text");
+            quoted(out, s);
+            "text"
         }
         Param::Text(values) => {
-            out.push_str("E'{");
+            let mut content = String::with_capacity(
+                2 + values.iter().map(|v| v.map_or(5, |s| s.len() + 3)).sum::<usize>(),
+            );
+            content.push('{');
             for (k, v) in values.iter().enumerate() {
                 if k > 0 {
-                    out.push(',');
+                    content.push(',');
                 }
                 match v {
-                    None => out.push_str("NULL"),
+                    None => content.push_str("NULL"),
                     Some(s) => {
-                        out.push('"');
+                        content.push('"');
                         for c in s.chars() {
                             match c {
                                 '\0' => return Err(Unrenderable),
-                                // `\` escapes in the array literal (`\\`), each of those
-                                // backslashes escaped again in the string literal.
-                                '\\' => out.push_str("\\\\\\\\"),
-                                '"' => out.push_str("\\\\\""),
-                                '\'' => out.push_str("''"),
-                                c => out.push(c),
+                                '\\' => content.push_str("\\\\"),
+                                '"' => content.push_str("\\\""),
+                                c => content.push(c),
                             }
                         }
-                        out.push('"');
+                        content.push('"');
                     }
                 }
             }
-            out.push_str("}'::text[]");
+            content.push('}');
+            quoted(out, &content);
+            "text[]"
         }
-        Param::Bool(v) => array(out, v, "bool", |o, b| o.push(if *b { 't' } else { 'f' })),
-        Param::Int2(v) => array(out, v, "int2", |o, n| write!(o, "{n}").expect("write")),
-        Param::Int4(v) => array(out, v, "int4", |o, n| write!(o, "{n}").expect("write")),
-        Param::Int8(v) => array(out, v, "int8", |o, n| write!(o, "{n}").expect("write")),
-        Param::Date(v) => array(out, v, "date", |o, d| {
+        Param::Bool(v) => array(out, v, "bool[]", |o, b| o.push(if *b { 't' } else { 'f' })),
+        Param::Int2(v) => array(out, v, "int2[]", |o, n| write!(o, "{n}").expect("write")),
+        Param::Int4(v) => array(out, v, "int4[]", |o, n| write!(o, "{n}").expect("write")),
+        Param::Int8(v) => array(out, v, "int8[]", |o, n| write!(o, "{n}").expect("write")),
+        Param::Date(v) => array(out, v, "date[]", |o, d| {
             write!(o, "{}", d.format("%Y-%m-%d")).expect("write")
         }),
-        Param::Timestamptz(v) => array(out, v, "timestamptz", |o, t| {
+        Param::Timestamptz(v) => array(out, v, "timestamptz[]", |o, t| {
             write!(o, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.6f+00")).expect("write")
         }),
+    };
+    if cast {
+        out.push_str("::");
+        out.push_str(ty);
     }
     Ok(())
 }
 
+/// The delimiter of the dollar-quoted strings values are sent in.
+const DOLLAR: &str = "$v$";
+
+/// `s` as a string constant: dollar-quoted (read as is, so long JSON costs the server no
+/// escape processing), or as an escape string when `s` could end the quote early.
+fn quoted(out: &mut String, s: &str) {
+    // The string ends at the first delimiter in `s` followed by the closing one, so `s` may
+    // neither hold it nor end with a beginning of it. A space keeps the quote from joining a
+    // preceding identifier.
+    if !s.contains(DOLLAR) && !s.ends_with('$') && !s.ends_with("$v") {
+        out.push(' ');
+        out.push_str(DOLLAR);
+        out.push_str(s);
+        out.push_str(DOLLAR);
+        return;
+    }
+    out.push_str(" E'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+}
+
 /// An array literal of values whose text needs no escaping.
-fn array<T>(out: &mut String, values: &[Option<T>], ty: &str, item: impl Fn(&mut String, &T)) {
-    out.push_str("'{");
+fn array<T>(
+    out: &mut String,
+    values: &[Option<T>],
+    ty: &'static str,
+    item: impl Fn(&mut String, &T),
+) -> &'static str {
+    out.push_str(" '{");
     for (k, v) in values.iter().enumerate() {
         if k > 0 {
             out.push(',');
@@ -192,9 +226,8 @@ fn array<T>(out: &mut String, values: &[Option<T>], ty: &str, item: impl Fn(&mut
             Some(v) => item(out, v),
         }
     }
-    out.push_str("}'::");
-    out.push_str(ty);
-    out.push_str("[]");
+    out.push_str("}'");
+    ty
 }
 
 /// Statements sent as one query, each tagged with whose it is.
@@ -303,7 +336,7 @@ mod tests {
 
     #[test]
     fn parameters_become_typed_literals_and_ten_is_not_one() {
-        let mut s = Statement::new("SELECT $1, $10, $2");
+        let mut s = Statement::new("SELECT $1, $10, $2::bool[]");
         s = s.bind(vec!["a"]).bind(vec![Some(true), None]);
         for _ in 3..=9 {
             s = s.bind(vec![1i64]);
@@ -311,16 +344,19 @@ mod tests {
         s = s.bind("x");
         assert_eq!(
             rendered(&s),
-            "SELECT E'{\"a\"}'::text[], E'x'::text, '{t,NULL}'::bool[]"
+            r#"SELECT  $v${"a"}$v$::text[],  $v$x$v$::text,  '{t,NULL}'::bool[]"#
         );
     }
 
     #[test]
-    fn quotes_and_backslashes_are_escaped_for_both_literals() {
+    fn quotes_and_backslashes_are_escaped_for_the_array_and_the_delimiter_never_ends_early() {
         let s = Statement::new("$1").bind(vec![Some(r#"a'b"c\d"#), None]);
-        assert_eq!(rendered(&s), r#"E'{"a''b\\"c\\\\d",NULL}'::text[]"#);
-        let s = Statement::new("$1").bind(r"it's \x");
-        assert_eq!(rendered(&s), r"E'it''s \\x'::text");
+        assert_eq!(rendered(&s), r#" $v${"a'b\"c\\d",NULL}$v$::text[]"#);
+        for tricky in ["it's $v$ \\x", "ends in $", "ends in $v"] {
+            let s = Statement::new("$1").bind(tricky);
+            let want = format!(" E'{}'::text", tricky.replace('\\', "\\\\").replace('\'', "''"));
+            assert_eq!(rendered(&s), want);
+        }
     }
 
     #[test]
@@ -341,7 +377,7 @@ mod tests {
             .bind(vec![Some(t), None]);
         assert_eq!(
             rendered(&s),
-            "'{2024-06-14}'::date[] '{\"2024-06-14 21:20:00.123456+00\",NULL}'::timestamptz[]"
+            " '{2024-06-14}'::date[]  '{\"2024-06-14 21:20:00.123456+00\",NULL}'::timestamptz[]"
         );
     }
 }
