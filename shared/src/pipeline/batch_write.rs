@@ -1,12 +1,14 @@
 //! A batch's writes, for every tenant in it, in one transaction of a few round trips, with the
 //! events the database refuses isolated.
 //!
-//! The events of each tenant form a [`Part`]. One attempt writes all parts in one
-//! [`BatchTx`]: a first script enters each tenant's schema under its lock (in schema-name
+//! The events of each tenant form a [`Part`]. The parts are written in transactions of up to
+//! [`TENANTS_PER_TRANSACTION`] tenants (a transaction holds a lock on every relation it
+//! touches, and the server's lock table is finite), two at a time. One attempt writes a
+//! chunk's parts in one [`BatchTx`]: a first script enters each tenant's schema under its lock (in schema-name
 //! order) and claims the events in the tenant's inbox; a second writes the fresh events of
 //! every part (its [`Plan`]'s statements); a third, only when some patch found no message,
-//! takes back those events' claims. The commit ends the last script. So a batch costs two or
-//! three round trips and one commit whether it spans one tenant or a thousand.
+//! takes back those events' claims. The commit ends the last script. So 32 tenants cost the
+//! two or three round trips and the one commit that one tenant costs.
 //!
 //! When a statement fails, Postgres says which one, so the failure is pinned on its part:
 //! * the database is unavailable: the batch is held (nothing decided);
@@ -20,11 +22,12 @@
 
 use std::collections::{HashMap, HashSet};
 
+use futures::StreamExt;
 use tracing::{debug, warn};
 
 use crate::model::{ErrorType, Payload, TenantId};
 use crate::store::batch_tx::{self, BatchTx};
-use crate::store::failure::{classify, is_missing_partition, DbFailure};
+use crate::store::failure::{classify, is_missing_partition, sqlstate, DbFailure};
 use crate::store::inbox::{self, StreamKey};
 use crate::store::messages::MessagePatchRows;
 use crate::store::script::{Script, ScriptError, Unrenderable};
@@ -101,6 +104,27 @@ impl Processor {
     pub(super) async fn write_parts(
         &self,
         events: &[InboundEvent],
+        parts: Vec<Part<'_, '_>>,
+    ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
+        let chunks = chunks(parts, TENANTS_PER_TRANSACTION);
+        let written: Vec<Result<Vec<(usize, Outcome)>, Unavailable>> =
+            futures::stream::iter(chunks)
+                .map(|chunk| self.write_chunk(events, chunk))
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect()
+                .await;
+        let mut out = Vec::new();
+        for outcomes in written {
+            out.extend(outcomes?);
+        }
+        Ok(out)
+    }
+
+    /// Writes the parts of at most [`TENANTS_PER_TRANSACTION`] tenants in one transaction,
+    /// isolating refused events (see the module).
+    async fn write_chunk(
+        &self,
+        events: &[InboundEvent],
         mut parts: Vec<Part<'_, '_>>,
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
         let mut out = Vec::new();
@@ -121,6 +145,26 @@ impl Processor {
                 Err(Failed::Db(ScriptError { tag, error })) => (tag, error),
             };
             let class = classify(&error);
+            if sqlstate(&error).as_deref() == Some(OUT_OF_SHARED_MEMORY) {
+                // The server's lock table is full (max_locks_per_transaction): fewer tenants
+                // per transaction need fewer locks.
+                let mut first = chunks(std::mem::take(&mut parts), usize::MAX)
+                    .pop()
+                    .unwrap_or_default();
+                let tenants = tenant_count(&first);
+                if tenants > 1 {
+                    warn!(tenants, error = %error, "the lock table is full; writing the tenants in two transactions");
+                    let cut = first
+                        .iter()
+                        .position(|p| tenant_rank(&first, p.tenant) >= tenants / 2)
+                        .expect("a second half");
+                    let second = first.split_off(cut);
+                    out.extend(Box::pin(self.write_chunk(events, first)).await?);
+                    out.extend(Box::pin(self.write_chunk(events, second)).await?);
+                    break;
+                }
+                parts = first;
+            }
             if class == DbFailure::Unavailable {
                 warn!(error = %error, "database unavailable; holding the batch");
                 return Err(Unavailable(error.to_string()));
@@ -454,6 +498,59 @@ async fn write_in(
     Ok(out)
 }
 
+/// Tenants written in one transaction, at most. Every relation a transaction touches stays
+/// locked until it commits, in the server's shared lock table (`max_locks_per_transaction` ×
+/// `max_connections` entries, 6,400 by default); a tenant's writes touch about twenty
+/// (tables, partitions, indexes), so a thousand tenants in one transaction would fill it.
+pub const TENANTS_PER_TRANSACTION: usize = 32;
+
+/// Transactions of one batch written at once (each on its own connection).
+pub const WRITE_CONCURRENCY: usize = 2;
+
+/// SQLSTATE out_of_memory, which is also what a full lock table raises.
+const OUT_OF_SHARED_MEMORY: &str = "53200";
+
+/// `parts` in chunks of at most `max` tenants: each tenant's parts together, in order, tenants
+/// in the order of their first part.
+fn chunks<'d, 'e>(parts: Vec<Part<'d, 'e>>, max: usize) -> Vec<Vec<Part<'d, 'e>>> {
+    let mut index: HashMap<&TenantId, usize> = HashMap::new();
+    let mut by_tenant: Vec<Vec<Part<'d, 'e>>> = Vec::new();
+    for part in parts {
+        let t = *index.entry(part.tenant).or_insert_with(|| {
+            by_tenant.push(Vec::new());
+            by_tenant.len() - 1
+        });
+        by_tenant[t].push(part);
+    }
+    let mut chunks: Vec<Vec<Part<'d, 'e>>> = Vec::new();
+    for (t, parts) in by_tenant.into_iter().enumerate() {
+        if t % max.max(1) == 0 {
+            chunks.push(Vec::new());
+        }
+        chunks.last_mut().expect("a chunk").extend(parts);
+    }
+    chunks
+}
+
+/// Distinct tenants of `parts`.
+fn tenant_count(parts: &[Part<'_, '_>]) -> usize {
+    parts.iter().map(|p| p.tenant).collect::<HashSet<_>>().len()
+}
+
+/// The position of `tenant` among the distinct tenants of `parts`, in order of first part.
+fn tenant_rank(parts: &[Part<'_, '_>], tenant: &TenantId) -> usize {
+    let mut seen: Vec<&TenantId> = Vec::new();
+    for p in parts {
+        if !seen.contains(&p.tenant) {
+            seen.push(p.tenant);
+        }
+        if p.tenant == tenant {
+            break;
+        }
+    }
+    seen.len() - 1
+}
+
 /// Dead items as recorded in the inbox: JSON text, or nothing when there are none.
 fn dead_items_json(items: &[DeadLetter]) -> Option<String> {
     (!items.is_empty()).then(|| serde_json::to_string(items).expect("dead items serialise"))
@@ -472,5 +569,38 @@ pub(super) fn stream_key(e: &InboundEvent) -> StreamKey {
         stream: e.stream.clone(),
         sequence: e.stream_sequence as i64,
         published_us: e.published_at.timestamp_micros(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_keep_each_tenants_parts_together_and_in_order() {
+        let ids: Vec<TenantId> = ["A", "B", "C"]
+            .iter()
+            .map(|t| TenantId::parse(t).expect("tenant"))
+            .collect();
+        let none: &[Decoded<'_>] = &[];
+        // A, B, A (a piece split off A), C.
+        let parts = vec![
+            Part::new(&ids[0], none),
+            Part::new(&ids[1], none),
+            Part::new(&ids[0], none),
+            Part::new(&ids[2], none),
+        ];
+        fn names<'a>(chunk: &[Part<'a, '_>]) -> Vec<&'a str> {
+            chunk.iter().map(|p| p.tenant.as_str()).collect()
+        }
+        let two = chunks(parts.clone(), 2);
+        assert_eq!(
+            two.iter().map(|c| names(c)).collect::<Vec<_>>(),
+            [vec!["A", "A", "B"], vec!["C"]]
+        );
+        let one = chunks(parts, usize::MAX);
+        assert_eq!(names(&one[0]), ["A", "A", "B", "C"]);
+        assert_eq!(tenant_count(&one[0]), 3);
+        assert_eq!(tenant_rank(&one[0], &ids[1]), 1);
     }
 }
