@@ -39,14 +39,22 @@ pub fn wait_for_port(port: u16, what: &str, within: Duration) {
 /// A private `nats-server -js` that can be stopped and started again on the same port and store.
 pub struct PrivateNats {
     pub port: u16,
+    binary: PathBuf,
     dir: TempDir,
     child: Option<Child>,
 }
 
 impl PrivateNats {
+    /// The machine's server ([`nats_server_binary`]).
     pub fn start() -> Self {
+        Self::start_with(nats_server_binary())
+    }
+
+    /// `binary`: [`nats_server_binary`] (2.9) or [`nats_server_current`].
+    pub fn start_with(binary: impl Into<PathBuf>) -> Self {
         let mut nats = PrivateNats {
             port: free_port(),
+            binary: binary.into(),
             dir: TempDir::new("wa-nats"),
             child: None,
         };
@@ -62,7 +70,7 @@ impl PrivateNats {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("nats.log")).expect("log file");
-        let child = Command::new(nats_server_binary())
+        let child = Command::new(&self.binary)
             .args([
                 "-a",
                 "127.0.0.1",

@@ -135,7 +135,7 @@ pub struct FetchVars {
     /// messages per fetch
     #[arg(long, env = "BATCH_SIZE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: u64,
-    /// how long an empty fetch waits for messages
+    /// how long an empty fetch waits for messages (at least 250ms)
     #[arg(long, env = "BATCH_MAX_WAIT", default_value = "500ms", value_parser = duration)]
     pub batch_max_wait: Duration,
     /// bytes per fetch

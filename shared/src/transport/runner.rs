@@ -166,7 +166,7 @@ impl<H: Handler> Runner<H> {
 
     async fn fetch(&self, held: &Held) -> Result<Vec<Delivery>, String> {
         let info = self.consumer.cached_info();
-        let messages = pull(
+        let pulled = pull(
             &self.client,
             &self.js,
             &info.stream_name,
@@ -178,11 +178,12 @@ impl<H: Handler> Runner<H> {
             },
         )
         .await?;
-        let out: Vec<Delivery> = messages
+        let out: Vec<Delivery> = pulled
+            .messages
             .into_iter()
             .filter_map(|msg| self.delivery(msg, held))
             .collect();
-        debug!(fetched = out.len(), "fetch done");
+        debug!(fetched = out.len(), elapsed = ?pulled.elapsed, end = ?pulled.end, "fetch done");
         Ok(out)
     }
 

@@ -1,0 +1,271 @@
+//! Issue #14: fetching never stalls, whatever `BATCH_MAX_WAIT` is. nats-server before 2.9.16
+//! (the machine's 2.9.10) ends a pull that expires while it is being served without a word, so
+//! a short wait used to leave pulls waiting a second past their expiry, again and again. Each
+//! test starts a private server, of the machine's 2.9 or of the current release, and pulls the
+//! way the runner does (the next pull in flight while a batch is acknowledged).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{pull as consumer, AckPolicy};
+use async_nats::jetstream::{self, stream, Context};
+use async_nats::Client;
+use bytes::Bytes;
+use wa_integration_tests::servers::{
+    nats_server_binary, nats_server_current, nats_server_version, PrivateNats,
+};
+use wa_shared::transport::pull::{pull, PullEnd, PullRequest, MIN_EXPIRES};
+
+const STREAM: &str = "fetch";
+const CONSUMER: &str = "fetch";
+
+/// The `BATCH_MAX_WAIT` of issue #14.
+const WAIT: Duration = Duration::from_millis(20);
+
+/// How long past its expiry a pull may take at most.
+const PAST_EXPIRY: Duration = Duration::from_millis(300);
+
+/// How long past its expiry a pull of an empty stream may take at most.
+const EMPTY_PAST_EXPIRY: Duration = Duration::from_millis(200);
+
+/// The runner's defaults.
+const BATCH: usize = 1024;
+const MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// The steady stream: 4 kB messages at 10,000/s for four seconds, published in bursts every
+/// 50 ms, so that a pull which waited for messages is often still delivering a burst 20 ms
+/// after it was sent. Before the fix, 2.9.10 ended three or four of these pulls silently in
+/// each of six runs, and each waited a second past its expiry.
+const BODY: usize = 4000;
+const RATE: u64 = 10_000;
+const BURST_EVERY: Duration = Duration::from_millis(50);
+const PUBLISHING: Duration = Duration::from_secs(4);
+
+/// Every published message received: within the ack wait, so a message lost to an abandoned
+/// request (it would come back only after the ack wait) is noticed.
+const RECEIVED_WITHIN: Duration = Duration::from_secs(20);
+
+struct Broker {
+    nats: PrivateNats,
+    client: Client,
+    js: Context,
+    label: String,
+}
+
+/// A private server of `binary` with one stream and a durable pull consumer shaped like the
+/// functions' (explicit ack, a 30 s ack wait, four batches unacknowledged at most).
+async fn broker(binary: PathBuf) -> Broker {
+    let label = nats_server_version(&binary);
+    let nats = PrivateNats::start_with(binary);
+    let client = async_nats::connect(nats.url()).await.expect("connect");
+    let js = jetstream::new(client.clone());
+    let stream = js
+        .create_stream(stream::Config {
+            name: STREAM.into(),
+            subjects: vec![format!("{STREAM}.>")],
+            ..Default::default()
+        })
+        .await
+        .expect("create the stream");
+    stream
+        .create_consumer(consumer::Config {
+            durable_name: Some(CONSUMER.into()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 4 * BATCH as i64,
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer");
+    Broker {
+        nats,
+        client,
+        js,
+        label,
+    }
+}
+
+fn request() -> PullRequest {
+    PullRequest {
+        batch: BATCH,
+        max_bytes: MAX_BYTES,
+        expires: WAIT,
+    }
+}
+
+/// Publishes at [`RATE`], a burst every [`BURST_EVERY`], on a connection of its own until
+/// `stop`; returns how many it published.
+async fn publish_steadily(url: String, stop: Arc<AtomicBool>) -> u64 {
+    let client = async_nats::connect(url)
+        .await
+        .expect("connect the publisher");
+    let body = Bytes::from(vec![b'x'; BODY]);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(BURST_EVERY);
+    let mut published = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let due = started.elapsed().as_micros() as u64 * RATE / 1_000_000;
+        while published < due {
+            client
+                .publish(format!("{STREAM}.steady"), body.clone())
+                .await
+                .expect("publish");
+            published += 1;
+        }
+    }
+    client.flush().await.expect("flush the publisher");
+    published
+}
+
+/// One pull as measured: how long it took, the expiry the server was given, how it ended and
+/// how many messages it delivered.
+#[derive(Debug)]
+struct Measured {
+    elapsed: Duration,
+    expires: Duration,
+    end: PullEnd,
+    messages: usize,
+}
+
+impl Measured {
+    fn past_expiry(&self) -> Duration {
+        self.elapsed.saturating_sub(self.expires)
+    }
+}
+
+/// Pulls like the runner (the next pull is sent before a batch is acknowledged) while a
+/// steady stream is published for [`PUBLISHING`], then until everything published has been
+/// received.
+async fn pull_a_steady_stream(b: &Broker) -> Vec<Measured> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut publisher = tokio::spawn(publish_steadily(b.nats.url(), stop.clone()));
+    let spawn = || {
+        let (client, js) = (b.client.clone(), b.js.clone());
+        tokio::spawn(async move { pull(&client, &js, STREAM, CONSUMER, request()).await })
+    };
+    let started = Instant::now();
+    let mut pulls = Vec::new();
+    let mut received = 0u64;
+    let mut published = None;
+    let mut next = spawn();
+    loop {
+        let pulled = next
+            .await
+            .expect("the pull task")
+            .unwrap_or_else(|e| panic!("[{}] a pull failed: {e}", b.label));
+        next = spawn();
+        pulls.push(Measured {
+            elapsed: pulled.elapsed,
+            expires: pulled.expires,
+            end: pulled.end,
+            messages: pulled.messages.len(),
+        });
+        received += pulled.messages.len() as u64;
+        for message in pulled.messages {
+            message.ack().await.expect("ack");
+        }
+        if published.is_none() && started.elapsed() >= PUBLISHING {
+            stop.store(true, Ordering::Relaxed);
+            published = Some((&mut publisher).await.expect("the publisher"));
+        }
+        if published.is_some_and(|p| received >= p) {
+            break;
+        }
+        assert!(
+            started.elapsed() < PUBLISHING + RECEIVED_WITHIN,
+            "[{}] {received} of {} messages received within {RECEIVED_WITHIN:?} of the last publish",
+            b.label,
+            published.map_or_else(|| "?".into(), |p| p.to_string()),
+        );
+    }
+    next.abort();
+    assert_eq!(
+        Some(received),
+        published,
+        "[{}] every message once (none redelivered)",
+        b.label
+    );
+    pulls
+}
+
+async fn a_steady_stream_is_fetched_without_stalls(binary: PathBuf) {
+    let b = broker(binary).await;
+    let pulls = pull_a_steady_stream(&b).await;
+    let with_messages = pulls.iter().filter(|p| p.messages > 0).count();
+    assert!(
+        with_messages >= 10,
+        "[{}] the stream was fetched in {with_messages} pulls: {pulls:?}",
+        b.label
+    );
+    let silent: Vec<&Measured> = pulls.iter().filter(|p| p.end == PullEnd::Silence).collect();
+    // Only servers before 2.9.16 end a pull without a status.
+    if !b.label.contains("v2.9.") {
+        assert!(
+            silent.is_empty(),
+            "[{}] the server answers every pull: {silent:?}",
+            b.label
+        );
+    }
+    let stalled: Vec<&Measured> = pulls
+        .iter()
+        .filter(|p| p.past_expiry() > PAST_EXPIRY)
+        .collect();
+    assert!(
+        stalled.is_empty(),
+        "[{}] of {} pulls with BATCH_MAX_WAIT={WAIT:?}, {} waited more than {PAST_EXPIRY:?} past \
+         their expiry ({} ended in silence): {stalled:?}",
+        b.label,
+        pulls.len(),
+        stalled.len(),
+        silent.len(),
+    );
+}
+
+/// An idle pull returns empty at its expiry: `MIN_EXPIRES`, as `BATCH_MAX_WAIT` is shorter.
+async fn a_pull_of_an_empty_stream_returns_at_its_expiry(binary: PathBuf) {
+    let b = broker(binary).await;
+    for _ in 0..3 {
+        let pulled = pull(&b.client, &b.js, STREAM, CONSUMER, request())
+            .await
+            .unwrap_or_else(|e| panic!("[{}] a pull failed: {e}", b.label));
+        assert!(pulled.messages.is_empty(), "[{}] nothing to fetch", b.label);
+        assert_eq!(pulled.expires, MIN_EXPIRES);
+        assert!(
+            pulled.elapsed <= pulled.expires + EMPTY_PAST_EXPIRY,
+            "[{}] an empty pull with expiry {:?} took {:?} ({:?})",
+            b.label,
+            pulled.expires,
+            pulled.elapsed,
+            pulled.end
+        );
+        assert!(
+            matches!(&pulled.end, PullEnd::Status(s) if s.starts_with("408")),
+            "[{}] the server ends an idle pull with 408: {:?}",
+            b.label,
+            pulled.end
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_is_fetched_without_stalls_on_nats_server_2_9() {
+    a_steady_stream_is_fetched_without_stalls(nats_server_binary()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_steady_stream_is_fetched_without_stalls_on_the_current_release() {
+    a_steady_stream_is_fetched_without_stalls(nats_server_current()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_an_empty_stream_returns_at_its_expiry_on_nats_server_2_9() {
+    a_pull_of_an_empty_stream_returns_at_its_expiry(nats_server_binary()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_of_an_empty_stream_returns_at_its_expiry_on_the_current_release() {
+    a_pull_of_an_empty_stream_returns_at_its_expiry(nats_server_current()).await;
+}
