@@ -137,7 +137,10 @@ fn literal(param: &Param<'_>, out: &mut String, cast: bool) -> Result<(), Unrend
         }
         Param::Text(values) => {
             let mut content = String::with_capacity(
-                2 + values.iter().map(|v| v.map_or(5, |s| s.len() + 3)).sum::<usize>(),
+                2 + values
+                    .iter()
+                    .map(|v| v.map_or(5, |s| s.len() + 3))
+                    .sum::<usize>(),
             );
             content.push('{');
             for (k, v) in values.iter().enumerate() {
@@ -354,7 +357,10 @@ mod tests {
         assert_eq!(rendered(&s), r#" $v${"a'b\"c\\d",NULL}$v$::text[]"#);
         for tricky in ["it's $v$ \\x", "ends in $", "ends in $v"] {
             let s = Statement::new("$1").bind(tricky);
-            let want = format!(" E'{}'::text", tricky.replace('\\', "\\\\").replace('\'', "''"));
+            let want = format!(
+                " E'{}'::text",
+                tricky.replace('\\', "\\\\").replace('\'', "''")
+            );
             assert_eq!(rendered(&s), want);
         }
     }
