@@ -106,7 +106,13 @@ impl Processor {
         events: &[InboundEvent],
         parts: Vec<Part<'_, '_>>,
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
-        let chunks = chunks(parts, TENANTS_PER_TRANSACTION);
+        // As many transactions as run at once, when there are tenants enough (the server
+        // writes each on its own core), and no more tenants in one than the lock table takes.
+        let tenants = tenant_count(&parts);
+        let per_transaction = tenants
+            .div_ceil(WRITE_CONCURRENCY)
+            .clamp(1, TENANTS_PER_TRANSACTION);
+        let chunks = chunks(parts, per_transaction);
         let written: Vec<Result<Vec<(usize, Outcome)>, Unavailable>> =
             futures::stream::iter(chunks)
                 .map(|chunk| self.write_chunk(events, chunk))
