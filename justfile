@@ -68,15 +68,16 @@ bench *ARGS:
 bench-smoke:
     cargo test -p wa-benches --bench handlers
 
-# It DROPS and recreates database `wa_bench` and DELETES and recreates the product streams on the
-# local NATS; writes target/bench-report/ (e2e.md, e2e.json, e2e-throughput.png); `--help` lists flags.
+# It DROPS and recreates database `wa_bench` (and scratch databases `wa_bench_*`) and DELETES and
+# recreates the product streams on the local NATS; writes target/bench-report/ (e2e.md, e2e.json,
+# e2e-throughput.png, e2e-tenants.png); `--help` lists flags, e.g. `--full-sweep` (1 to 2000 tenants).
 # End-to-end benchmark (release builds): the functions against the local stack next to raw limits.
 bench-e2e *ARGS: stack
     cargo build --release -p wa-realtime -p wa-historical -p wa-benches --bins
     "$CARGO_TARGET_DIR/release/wa-bench-e2e" {{ARGS}}
 
-# Resets the same database and streams as bench-e2e; reports to target/bench-report/smoke/.
-# The end-to-end benchmark at tiny sizes with debug builds (a check that it still runs; in `just test`).
+# Resets the same databases and streams as bench-e2e; reports to target/bench-report/smoke/.
+# The end-to-end benchmark at tiny sizes with debug builds, every phase (a check that it still runs; in `just test`).
 bench-e2e-smoke: stack
     cargo build -p wa-realtime -p wa-historical -p wa-benches --bins
     "$CARGO_TARGET_DIR/debug/wa-bench-e2e" --smoke --quiet

@@ -3,6 +3,12 @@
 //! new row, the time it was seen minus the time the stream stored the message (`published_us`,
 //! the server's clock, on this machine). A row is seen at most `poll` plus one query after its
 //! commit, which is the resolution of the numbers.
+//!
+//! Every tenant's events are published; the poller reads the inboxes of a fixed sample of at
+//! most [`POLLED_TENANTS`] of them (spread evenly; all of them when there are fewer) with one
+//! prepared statement, so that with hundreds of tenants it loads the machine no more than with
+//! a few. It starts each look at the lowest sequence it may not have seen yet: below the
+//! function's ack floor (read before the look) everything is committed, hence seen.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,15 +19,24 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 
 use super::commits::NewCommits;
+use super::drain::Floor;
 use super::error::{Context, Error, Result};
 use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
+
+/// Tenants whose events are timed, at most.
+pub const POLLED_TENANTS: usize = 16;
 
 /// Latencies of one phase, in milliseconds.
 #[derive(Debug, Clone)]
 pub struct Latency {
+    /// Tenants the events were spread over.
+    pub tenants: usize,
+    /// Tenants whose events were timed.
+    pub polled: usize,
     pub rate: f64,
     pub publish: Report,
     pub poll: Duration,
+    /// Events timed.
     pub events: u64,
     pub p50_ms: f64,
     pub p90_ms: f64,
@@ -32,6 +47,8 @@ pub struct Latency {
 impl Latency {
     pub fn to_json(&self) -> serde_json::Value {
         json!({
+            "tenants": self.tenants,
+            "tenants_timed": self.polled,
             "rate_per_s": self.rate,
             "events": self.events,
             "p50_ms": self.p50_ms,
@@ -48,27 +65,32 @@ impl Latency {
 pub struct Polling<'a> {
     pub pool: &'a PgPool,
     pub commits: NewCommits,
+    /// The consumer of the function being measured.
+    pub floor: Floor,
     /// The first stream sequence this phase publishes.
     pub first_sequence: u64,
     pub poll: Duration,
     pub commit_timeout: Duration,
 }
 
-/// Publishes `events` at `rate` for `duration` and measures each one's publish→commit latency.
+/// Publishes `events` (of `tenants` tenants) at `rate` for `duration` and measures the
+/// publish→commit latency of the sampled tenants' ones.
 pub async fn measure(
     js: &JetStream,
     polling: Polling<'_>,
     events: &mut impl Iterator<Item = Event>,
+    tenants: usize,
     rate: f64,
     duration: Duration,
     progress: bool,
 ) -> Result<Latency> {
     let (done_tx, done_rx) = watch::channel(None::<(u64, Instant)>);
     let poll = polling.poll;
-    let pool = polling.pool.clone();
+    let commits = polling.commits;
     let poller = tokio::spawn(watch_commits(
-        pool,
-        polling.commits,
+        polling.pool.clone(),
+        commits.clone(),
+        polling.floor,
         polling.first_sequence,
         poll,
         polling.commit_timeout,
@@ -82,14 +104,24 @@ pub async fn measure(
         retry_for: DEFAULT_RETRY_FOR,
         progress,
     };
-    let report = publish(js, events, &settings).await;
-    let _ = done_tx.send(Some((report.published, Instant::now())));
+    let report = publish(js, &mut commits.track(events), &settings).await;
+    if report.errors > 0 {
+        poller.abort();
+        return Err(Error::new(format!(
+            "{} latency events not stored: {}",
+            report.errors,
+            report.first_error.unwrap_or_default()
+        )));
+    }
+    let _ = done_tx.send(Some((commits.tracked(), Instant::now())));
     let mut latencies = poller.await.context("latency poller")??;
     if latencies.is_empty() {
         return Err(Error::new("the latency phase committed nothing"));
     }
     latencies.sort_unstable_by(f64::total_cmp);
     Ok(Latency {
+        tenants,
+        polled: commits.tenants(),
         rate,
         events: latencies.len() as u64,
         p50_ms: percentile(&latencies, 0.50),
@@ -101,11 +133,12 @@ pub async fn measure(
     })
 }
 
-/// Polls for new commits from `first` on until every published event is seen; returns each
-/// event's latency in ms.
+/// Polls for new commits from `first` on until every event of the sampled tenants is seen;
+/// returns each one's latency in ms.
 async fn watch_commits(
     pool: PgPool,
     commits: NewCommits,
+    floor: Floor,
     first: u64,
     poll: Duration,
     commit_timeout: Duration,
@@ -113,12 +146,14 @@ async fn watch_commits(
 ) -> Result<Vec<f64>> {
     let mut seen = HashSet::new();
     let mut latencies = Vec::new();
-    // Every sequence below `low` has been seen: the next query starts there.
+    // Every sampled row below `low` has been seen: the next look starts there.
     let mut low = first;
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // Read before the look: whatever it covers is committed, so the look sees it.
+        let acked = floor.now().await?;
         let rows = commits.since(&pool, low).await?;
         let now_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -128,9 +163,9 @@ async fn watch_commits(
                 latencies.push((now_us - published_us).max(0) as f64 / 1e3);
             }
         }
-        while seen.contains(&low) {
-            seen.remove(&low);
-            low += 1;
+        if acked >= low {
+            low = acked + 1;
+            seen.retain(|&s| s >= low);
         }
         let Some((target, published_at)) = *done.borrow() else {
             continue;

@@ -7,9 +7,15 @@
 //! 2. [`raw_sql`] (with [`raw_batch`], [`raw_statements`]): the workload's realtime and history
 //!    writes as plain SQL;
 //! 3. [`throughput`]: `wa-realtime` consuming events published flat out;
-//! 4. [`latency`]: publish→commit latency at a fixed rate;
-//! 5. [`throughput`] again: `wa-historical` consuming history batches;
-//! 6. peak RSS of each function.
+//! 4. [`throughput`] again: `wa-historical` consuming history batches;
+//! 5. [`sweep`]: at each tenant count, `wa-realtime` draining the realtime mix of that many
+//!    tenants ([`drain`]) next to the fastest raw SQL of the same writes over as many schemas
+//!    ([`raw_tenants`]);
+//! 6. [`latency`]: publish→commit latency at a fixed rate, for each `--latency-tenants` count;
+//! 7. [`burst`]: thousands of brand-new tenants at once, then the peak RSS serving them;
+//!
+//! and the peak RSS of each function. Phases 5–7 each run in a scratch database of their own
+//! (dropped afterwards) and on a freshly recreated realtime stream.
 //!
 //! The functions run as child processes through `wa-testkit`, the spawner the tests use too.
 //!
@@ -17,8 +23,10 @@
 //! the numbers and targets, [`table`] and [`chart`] render them and [`output`] writes them,
 //! [`machine`] says where they were measured, [`stack`] makes the database and streams fresh.
 
+pub mod burst;
 pub mod chart;
 pub mod commits;
+pub mod drain;
 pub mod error;
 pub mod latency;
 pub mod machine;
@@ -27,16 +35,20 @@ pub mod raw_batch;
 pub mod raw_jetstream;
 pub mod raw_sql;
 pub mod raw_statements;
+pub mod raw_tenants;
 pub mod results;
 pub mod settings;
 pub mod stack;
+pub mod sweep;
 pub mod table;
 pub mod throughput;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::Context as JetStream;
 use serde_json::Value;
+use sqlx::PgPool;
 use wa_shared::model::EventKind;
 use wa_shared::transport::streams::{DLQ_STREAM, HISTORY_STREAM, REALTIME_STREAM};
 use wa_testkit::{Function, Launch};
@@ -58,6 +70,50 @@ const WARMUP_WITHIN: Duration = Duration::from_secs(120);
 const STOP_WITHIN: Duration = Duration::from_secs(30);
 /// How long a function stopped by a failing benchmark (the guard's drop) has to exit.
 const STOP_ON_DROP: Duration = Duration::from_secs(10);
+/// Phases of a run, for the progress lines.
+const PHASES: u32 = 7;
+
+/// Starts a function on a database, logging into `logs`, and waits until it is ready.
+async fn launch(
+    bin_dir: &Path,
+    name: &str,
+    env: &[(String, String)],
+    logs: &Path,
+) -> Result<Function> {
+    std::fs::create_dir_all(logs).context(format_args!("creating {}", logs.display()))?;
+    let mut function = Launch::new(bin_dir.join(name))
+        .log_level("warn")
+        .env([("LOG_FORMAT", "json")])
+        .env(env.iter().cloned())
+        .log_dir(logs)
+        .terminate_on_drop(STOP_ON_DROP)
+        .start()?;
+    function.wait_ready(READY_WITHIN).await?;
+    Ok(function)
+}
+
+/// Publishes `warmup`, waits until it is committed and every tenant's schema exists, and
+/// checkpoints (when `checkpoint`), so that a timed phase measures steady writing.
+async fn warm_up(
+    js: &JetStream,
+    pool: &PgPool,
+    inboxes: &Inboxes,
+    stream: &str,
+    warmup: &[Event],
+    checkpoint: bool,
+) -> Result<()> {
+    publish_all(js, warmup).await?;
+    // Creating thousands of schemas takes a while.
+    let within = WARMUP_WITHIN + Duration::from_millis(100) * inboxes.len() as u32;
+    inboxes
+        .wait_for(pool, stream, warmup.len() as u64, within)
+        .await
+        .context(format_args!("warm-up of {} tenants", inboxes.len()))?;
+    if checkpoint {
+        stack::checkpoint(pool).await;
+    }
+    Ok(())
+}
 
 /// Starts functions warmed up: ready, their tenants' schemas made by a few events, and the
 /// database checkpointed, so that a timed phase measures steady writing.
@@ -65,34 +121,83 @@ struct Warm<'a> {
     bin_dir: &'a Path,
     env: &'a [(String, String)],
     logs: &'a Path,
-    js: &'a async_nats::jetstream::Context,
+    js: &'a JetStream,
     inboxes: &'a Inboxes,
     pool: &'a sqlx::PgPool,
 }
 
 impl Warm<'_> {
     async fn start(&self, name: &str, stream: &str, warmup: &[Event]) -> Result<Function> {
-        let mut function = Launch::new(self.bin_dir.join(name))
-            .log_level("warn")
-            .env([("LOG_FORMAT", "json")])
-            .env(self.env.iter().cloned())
-            .log_dir(self.logs)
-            .terminate_on_drop(STOP_ON_DROP)
-            .start()?;
-        function.wait_ready(READY_WITHIN).await?;
-        publish_all(self.js, warmup).await?;
-        self.inboxes
-            .wait_for(self.pool, stream, warmup.len() as u64, WARMUP_WITHIN)
+        let function = launch(self.bin_dir, name, self.env, self.logs).await?;
+        warm_up(self.js, self.pool, self.inboxes, stream, warmup, true)
             .await
-            .context(format_args!("{name} warm-up"))?;
-        stack::checkpoint(self.pool).await;
+            .context(format_args!("{name}"))?;
         Ok(function)
+    }
+}
+
+/// What the phases after the first four share: the flags, the functions, the stack. Each of
+/// them runs `wa-realtime` on a scratch database of its own.
+pub struct Stage<'a> {
+    pub settings: &'a Settings,
+    pub js: &'a JetStream,
+    bin_dir: &'a Path,
+    logs: &'a Path,
+}
+
+impl Stage<'_> {
+    /// A ready `wa-realtime` on the database at `database_url`, logging into `logs/<dir>/`.
+    pub async fn realtime(&self, database_url: &str, dir: &str) -> Result<Function> {
+        let env = function_env(self.settings, database_url);
+        launch(self.bin_dir, "wa-realtime", &env, &self.logs.join(dir)).await
+    }
+
+    /// See [`warm_up`].
+    pub async fn warm_up(
+        &self,
+        pool: &PgPool,
+        inboxes: &Inboxes,
+        warmup: &[Event],
+        stream: &str,
+    ) -> Result<()> {
+        warm_up(self.js, pool, inboxes, stream, warmup, self.checkpoints()).await
+    }
+
+    /// Whether to checkpoint before a timed phase: not in a smoke run, whose numbers mean
+    /// nothing (on a busy server a checkpoint can take many seconds).
+    pub fn checkpoints(&self) -> bool {
+        !self.settings.smoke
+    }
+
+    /// The realtime mix of `tenants` tenants with `--sweep-agents-per-tenant` agents each,
+    /// companies `<prefix>_<tag><tenants>_001`, … (a phase's own tenants).
+    pub fn workload(&self, tenants: usize, tag: &str) -> Result<Workload> {
+        let s = self.settings;
+        Workload::new(&WorkloadSettings {
+            tenants,
+            agents_per_tenant: s.sweep_agents_per_tenant,
+            company_prefix: format!("{}_{tag}{tenants}_", s.company_prefix),
+            mix: Mix::Realtime,
+            seed: s.seed,
+        })
+        .map_err(Error::new)
+    }
+
+    /// How the drains sample the realtime stream's consumer.
+    pub fn sampling(&self) -> drain::Sampling {
+        drain::Sampling {
+            stream: REALTIME_STREAM,
+            interval: self.settings.sample_interval,
+            timeout: self.settings.commit_timeout,
+            progress: !self.settings.quiet,
+        }
     }
 }
 
 /// Runs every phase and returns what was measured.
 pub async fn run(settings: &Settings) -> Result<Results> {
     let wall = Instant::now();
+    let _ = STARTED.set(wall);
     let logs = settings.out_dir().join("logs");
     std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
     let bin_dir = match &settings.bin_dir {
@@ -221,6 +326,8 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     .await?;
     drop(realtime_events);
     realtime_fn.check_running()?;
+    let rss_realtime = realtime_fn.peak_rss()?;
+    realtime_fn.stop(STOP_WITHIN).await?;
     done(format!(
         "{} events/s ({} events in {:.1} s){}",
         n(realtime.events_per_sec()),
@@ -229,36 +336,7 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         retried(&realtime.publish)
     ));
 
-    step(4, "publish->commit latency");
-    let latency = latency::measure(
-        &js,
-        latency::Polling {
-            pool: &db.pool,
-            commits: inboxes.reader(REALTIME_STREAM),
-            first_sequence: stack::stream_state(&js, REALTIME_STREAM)
-                .await?
-                .last_sequence
-                + 1,
-            poll: settings.latency_poll,
-            commit_timeout: settings.commit_timeout,
-        },
-        &mut realtime_workload,
-        settings.latency_rate,
-        Duration::from_secs(settings.latency_seconds),
-        progress,
-    )
-    .await?;
-    let rss_realtime = realtime_fn.peak_rss()?;
-    realtime_fn.stop(STOP_WITHIN).await?;
-    done(format!(
-        "p50 {:.1} ms, p99 {:.1} ms at {}/s{}",
-        latency.p50_ms,
-        latency.p99_ms,
-        n(latency.rate),
-        retried(&latency.publish)
-    ));
-
-    step(5, "wa-historical throughput");
+    step(4, "wa-historical throughput");
     let mut history_fn = warm
         .start("wa-historical", HISTORY_STREAM, h_warmup)
         .await?;
@@ -281,6 +359,77 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         retried(&history.publish)
     ));
 
+    let stage = Stage {
+        settings,
+        js: &js,
+        bin_dir: &bin_dir,
+        logs: &logs,
+    };
+    step(
+        5,
+        &format!(
+            "tenant sweep: {:?} tenants × {} agents, {} events each",
+            settings.tenants_sweep,
+            settings.sweep_agents_per_tenant,
+            n(settings.sweep_count as f64)
+        ),
+    );
+    let mut sweep = Vec::new();
+    for &tenants in &settings.tenants_sweep {
+        let s = sweep::step(&stage, tenants).await?;
+        let best = s.raw_best();
+        done(format!(
+            "{tenants} tenants: {} events/s; raw SQL {} events/s ({}){}",
+            n(s.events_per_sec()),
+            n(s.raw_per_sec()),
+            s.raw
+                .iter()
+                .map(|r| format!("{} {}", r.variant.name(), n(r.events_per_sec())))
+                .collect::<Vec<_>>()
+                .join(", "),
+            best.map_or(String::new(), |b| format!(
+                ", fastest: {}",
+                b.variant.name()
+            )),
+        ));
+        sweep.push(s);
+    }
+
+    step(6, "publish->commit latency");
+    let mut latencies = Vec::new();
+    for &tenants in &settings.latency_tenants {
+        let latency = latency_at(&stage, tenants).await?;
+        done(format!(
+            "{tenants} tenants: p50 {:.1} ms, p99 {:.1} ms at {}/s{}",
+            latency.p50_ms,
+            latency.p99_ms,
+            n(latency.rate),
+            retried(&latency.publish)
+        ));
+        latencies.push(latency);
+    }
+
+    step(
+        7,
+        &format!(
+            "new-tenant burst: {} tenants × {} events, then {} events for the RSS",
+            n(settings.burst_tenants as f64),
+            settings.burst_events_per_tenant,
+            n(settings.rss_events as f64)
+        ),
+    );
+    let burst = burst::run(&stage).await?;
+    done(format!(
+        "all committed {}; peak RSS {:.1} MiB",
+        burst
+            .elapsed()
+            .map_or("NOT within the timeout".into(), |d| format!(
+                "in {:.1} s",
+                d.as_secs_f64()
+            )),
+        burst.rss as f64 / (1024.0 * 1024.0)
+    ));
+
     let dead_letters = stack::stream_state(&js, DLQ_STREAM).await?.messages;
     Ok(Results {
         settings: settings.to_json(),
@@ -289,7 +438,7 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         raw_realtime,
         raw_history,
         realtime,
-        latency,
+        latencies,
         history,
         history_subjects: if settings.history_all_subjects {
             "all history subjects"
@@ -298,9 +447,54 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         },
         rss_realtime,
         rss_historical,
+        sweep,
+        burst,
         dead_letters,
         wall: wall.elapsed(),
     })
+}
+
+/// Publish→commit latency with `tenants` tenants: a fresh `wa-realtime` on a scratch database,
+/// every tenant warmed up, then events published at `--latency-rate`.
+async fn latency_at(stage: &Stage<'_>, tenants: usize) -> Result<latency::Latency> {
+    let settings = stage.settings;
+    let mut workload = stage.workload(tenants, "L")?;
+    let inboxes = Inboxes::new(workload.companies())?;
+    let warmup = sweep::covering(&mut workload, &inboxes, settings.warmup as usize);
+    let db_name = settings.scratch_database("latency");
+    let db = stack::fresh_database(&settings.postgres_url, &db_name).await?;
+    stack::reset_stream(stage.js, REALTIME_STREAM).await?;
+    let mut function = stage
+        .realtime(&db.url, &format!("latency-{tenants}"))
+        .await?;
+    stage
+        .warm_up(&db.pool, &inboxes, &warmup, REALTIME_STREAM)
+        .await?;
+    let latency = latency::measure(
+        stage.js,
+        latency::Polling {
+            pool: &db.pool,
+            commits: inboxes.reader(REALTIME_STREAM, latency::POLLED_TENANTS),
+            floor: drain::Floor::of(stage.js, REALTIME_STREAM).await?,
+            first_sequence: stack::stream_state(stage.js, REALTIME_STREAM)
+                .await?
+                .last_sequence
+                + 1,
+            poll: settings.latency_poll,
+            commit_timeout: settings.commit_timeout,
+        },
+        &mut workload,
+        tenants,
+        settings.latency_rate,
+        Duration::from_secs(settings.latency_seconds),
+        !settings.quiet,
+    )
+    .await?;
+    function.check_running()?;
+    function.stop(STOP_WITHIN).await?;
+    db.pool.close().await;
+    stack::drop_database(&settings.postgres_url, &db_name).await?;
+    Ok(latency)
 }
 
 fn workload(settings: &Settings, mix: Mix) -> Result<Workload> {
@@ -374,12 +568,21 @@ fn profile_of(dir: &Path) -> String {
         .to_owned()
 }
 
+/// When the run started, for the progress lines' time stamps.
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// Seconds since the run started, as `[  12 s]`.
+fn stamp() -> String {
+    let started = STARTED.get_or_init(Instant::now);
+    format!("[{:>4.0} s]", started.elapsed().as_secs_f64())
+}
+
 fn step(i: u32, what: &str) {
-    eprintln!("[{i}/5] {what}");
+    eprintln!("{} [{i}/{PHASES}] {what}", stamp());
 }
 
 fn done(what: String) {
-    eprintln!("      {what}");
+    eprintln!("{}       {what}", stamp());
 }
 
 /// `; N publishes retried` when a phase's publishing had to retry (its numbers include the

@@ -1,11 +1,13 @@
-//! The report files: the Markdown table, the JSON of every measurement, and the chart.
+//! The report files: the Markdown table, the JSON of every measurement, and the charts.
 
 use std::path::{Path, PathBuf};
 
 use super::error::{Context, Result};
+use super::raw_tenants::Variant;
 use super::{chart, table, Results};
 
-/// Writes `e2e.md`, `e2e.json` and `e2e-throughput.png` into `dir`; returns their paths.
+/// Writes `e2e.md`, `e2e.json`, `e2e-throughput.png` and (with a sweep) `e2e-tenants.png`
+/// into `dir`; returns their paths.
 pub fn write_report(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).context(format_args!("creating {}", dir.display()))?;
     let md = dir.join("e2e.md");
@@ -55,5 +57,51 @@ pub fn write_report(results: &Results, dir: &Path) -> Result<Vec<PathBuf>> {
         },
     ];
     chart::draw(&png, &lines, &limits, font)?;
-    Ok(vec![md, json, png])
+    let mut files = vec![md, json, png];
+    if !results.sweep.is_empty() {
+        let png = dir.join("e2e-tenants.png");
+        chart::draw_tenants(&png, &tenant_lines(results), font)?;
+        files.push(png);
+    }
+    Ok(files)
+}
+
+/// The sweep's series: the function, the fastest raw SQL at each count, and every variant.
+fn tenant_lines(results: &Results) -> Vec<chart::TenantLine> {
+    let points = |f: &dyn Fn(&super::sweep::Step) -> Option<f64>| {
+        results
+            .sweep
+            .iter()
+            .filter_map(|s| f(s).map(|v| (s.tenants as f64, v)))
+            .collect::<Vec<_>>()
+    };
+    let agents = results.sweep.first().map_or(0, |s| s.agents_per_tenant);
+    let mut lines = vec![
+        chart::TenantLine {
+            label: format!("wa-realtime, committed events/s ({agents} agents per tenant)"),
+            points: points(&|s| Some(s.events_per_sec())),
+            color: chart::REALTIME,
+            dashed: false,
+        },
+        chart::TenantLine {
+            label: "raw SQL of the same writes, fastest variant".into(),
+            points: points(&|s| Some(s.raw_per_sec())),
+            color: chart::RAW,
+            dashed: false,
+        },
+    ];
+    for (variant, color) in Variant::ALL.iter().zip(chart::RAW_VARIANTS) {
+        lines.push(chart::TenantLine {
+            label: format!("raw SQL, {}", variant.name()),
+            points: points(&|s| {
+                s.raw
+                    .iter()
+                    .find(|r| r.variant == *variant)
+                    .map(|r| r.events_per_sec())
+            }),
+            color,
+            dashed: true,
+        });
+    }
+    lines
 }

@@ -273,6 +273,18 @@ impl RealtimeBatch {
         self.messages.message_date.iter().copied()
     }
 
+    /// Statements [`RealtimeBatch::write`] sends: one per table with rows, and the inbox's.
+    pub fn statements(&self) -> u64 {
+        let tables = [
+            self.chats.chat_id.len(),
+            self.messages.message_id.len(),
+            self.receipts.message_id.len(),
+            self.contacts.agent_id.len(),
+            self.agents.agent_id.len(),
+        ];
+        1 + tables.iter().filter(|&&n| n > 0).count() as u64
+    }
+
     /// The batch's statements, in the order the product writes: chats, messages, receipts,
     /// contacts, agents, inbox.
     pub async fn write(&self, conn: &mut PgConnection) -> Result<()> {
@@ -338,6 +350,257 @@ impl RealtimeBatch {
         }
         self.inbox.write(conn).await
     }
+}
+
+impl RealtimeBatch {
+    /// The same statements as [`RealtimeBatch::write`], in the same order, with every value
+    /// rendered as an SQL literal (the arrays as `ARRAY[…]`), each ending in `;`: text for one
+    /// multi-statement simple query, which sends any number of them in one round trip.
+    pub fn sql(&self, out: &mut String, q: Quoting) {
+        let c = &self.chats;
+        if !c.chat_id.is_empty() {
+            render(
+                out,
+                UPSERT_CHATS,
+                &[
+                    &array(&c.chat_id, q),
+                    &array(&c.jid, q),
+                    &array(&c.phone_number, q),
+                    &array(&c.push_name, q),
+                    &array(&c.agent_id, q),
+                    &array(&c.company_id, q),
+                    &array(&c.is_group, q),
+                    &array(&c.unread, q),
+                    &array(&c.last_message, q),
+                    &array(&c.conversation_timestamp, q),
+                    &array(&c.meta, q),
+                ],
+            );
+        }
+        let m = &self.messages;
+        if !m.message_id.is_empty() {
+            render(
+                out,
+                UPSERT_MESSAGES,
+                &[
+                    &array(&m.message_id, q),
+                    &array(&m.message_date, q),
+                    &array(&m.from_phone, q),
+                    &array(&m.to_phone, q),
+                    &array(&m.chat_id, q),
+                    &array(&m.jid, q),
+                    &array(&m.message_text, q),
+                    &array(&m.message_url, q),
+                    &array(&m.message_type, q),
+                    &array(&m.flow, q),
+                    &array(&m.agent_id, q),
+                    &array(&m.company_id, q),
+                    &array(&m.status, q),
+                    &array(&m.status_rank, q),
+                    &array(&m.key, q),
+                    &array(&m.message_obj, q),
+                    &array(&m.edited_message_obj, q),
+                    &array(&m.message_timestamp, q),
+                    &array(&m.meta, q),
+                ],
+            );
+        }
+        let r = &self.receipts;
+        if !r.message_id.is_empty() {
+            render(
+                out,
+                UPDATE_RECEIPTS,
+                &[
+                    &array(&r.message_id, q),
+                    &array(&r.status, q),
+                    &array(&r.status_rank, q),
+                    &array(&r.edited_message_obj, q),
+                    &array(&r.is_deleted, q),
+                    &array(&r.meta, q),
+                ],
+            );
+        }
+        let c = &self.contacts;
+        if !c.agent_id.is_empty() {
+            render(
+                out,
+                UPSERT_CONTACTS,
+                &[
+                    &array(&c.agent_id, q),
+                    &array(&c.phone_number, q),
+                    &array(&c.chat_id, q),
+                    &array(&c.push_name, q),
+                    &array(&c.company_id, q),
+                    &array(&c.meta, q),
+                ],
+            );
+        }
+        let a = &self.agents;
+        if !a.agent_id.is_empty() {
+            render(
+                out,
+                UPSERT_AGENTS,
+                &[
+                    &array(&a.agent_id, q),
+                    &array(&a.status, q),
+                    &array(&a.host_name, q),
+                    &array(&a.version, q),
+                    &array(&a.qr_code, q),
+                    &array(&a.company_id, q),
+                    &array(&a.published, q),
+                    &array(&a.meta, q),
+                ],
+            );
+        }
+        let i = &self.inbox;
+        render(
+            out,
+            INSERT_INBOX,
+            &[
+                &literal(&i.stream.to_owned(), q),
+                &array(&i.sequence, q),
+                &array(&i.published_us, q),
+            ],
+        );
+    }
+}
+
+/// How text values are quoted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quoting {
+    /// `E'…'` with backslashes and quotes doubled.
+    Escape,
+    /// `$v$…$v$` (a tag the text does not contain): no escape processing for the server's
+    /// lexer, which matters for long JSON.
+    Dollar,
+}
+
+/// A value as an SQL literal.
+pub trait Literal {
+    fn write_literal(&self, out: &mut String, q: Quoting);
+}
+
+impl Literal for String {
+    /// An escape string (`E'…'`): backslashes and quotes doubled, which reads back exactly,
+    /// whatever `standard_conforming_strings` is; or a dollar-quoted string.
+    fn write_literal(&self, out: &mut String, q: Quoting) {
+        out.reserve(self.len() + 8);
+        if q == Quoting::Dollar {
+            let tag = dollar_tag(self);
+            out.push_str(&tag);
+            out.push_str(self);
+            out.push_str(&tag);
+            return;
+        }
+        out.push_str("E'");
+        for ch in self.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\'' => out.push_str("''"),
+                _ => out.push(ch),
+            }
+        }
+        out.push('\'');
+    }
+}
+
+/// `$v$`, or `$v0$`, `$v1$`, … : the first tag that ends a dollar-quoted `text` exactly where
+/// the text ends (none occurs in it, nor straddles its end).
+fn dollar_tag(text: &str) -> String {
+    // A tag has `$` only at its ends, so it can straddle the end of the text only as the
+    // text's last characters followed by its own final `$`.
+    let fits = |tag: &str| !text.contains(tag) && !text.ends_with(&tag[..tag.len() - 1]);
+    if fits("$v$") {
+        return "$v$".to_owned();
+    }
+    (0..)
+        .map(|i| format!("$v{i}$"))
+        .find(|t| fits(t))
+        .unwrap_or_default()
+}
+
+impl<T: Literal> Literal for Option<T> {
+    fn write_literal(&self, out: &mut String, q: Quoting) {
+        match self {
+            Some(v) => v.write_literal(out, q),
+            None => out.push_str("NULL"),
+        }
+    }
+}
+
+macro_rules! number_literal {
+    ($($t:ty),*) => {$(
+        impl Literal for $t {
+            fn write_literal(&self, out: &mut String, _: Quoting) {
+                use std::fmt::Write;
+                let _ = write!(out, "{self}");
+            }
+        }
+    )*};
+}
+number_literal!(i16, i32, i64);
+
+impl Literal for bool {
+    fn write_literal(&self, out: &mut String, _: Quoting) {
+        out.push_str(if *self { "TRUE" } else { "FALSE" });
+    }
+}
+
+impl Literal for NaiveDate {
+    fn write_literal(&self, out: &mut String, _: Quoting) {
+        out.push('\'');
+        out.push_str(&self.format("%Y-%m-%d").to_string());
+        out.push('\'');
+    }
+}
+
+impl Literal for DateTime<Utc> {
+    fn write_literal(&self, out: &mut String, _: Quoting) {
+        out.push('\'');
+        out.push_str(&self.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        out.push('\'');
+    }
+}
+
+/// `value` as an SQL literal.
+pub fn literal<T: Literal>(value: &T, q: Quoting) -> String {
+    let mut out = String::new();
+    value.write_literal(&mut out, q);
+    out
+}
+
+/// `values` as an array constructor, `ARRAY[v1,v2,…]` (the statements cast it to its type).
+pub fn array<T: Literal>(values: &[T], q: Quoting) -> String {
+    let mut out = String::from("ARRAY[");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        v.write_literal(&mut out, q);
+    }
+    out.push(']');
+    out
+}
+
+/// Appends `statement` with each `$n` replaced by `params[n - 1]`, and a `;`. The statements
+/// have no other `$` (no dollar quoting).
+pub fn render(out: &mut String, statement: &str, params: &[&str]) {
+    let mut rest = statement;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let digits = rest[at + 1..]
+            .bytes()
+            .take_while(u8::is_ascii_digit)
+            .count();
+        let n: usize = rest[at + 1..at + 1 + digits].parse().unwrap_or(0);
+        match params.get(n.wrapping_sub(1)) {
+            Some(p) => out.push_str(p),
+            None => out.push_str(&rest[at..at + 1 + digits]),
+        }
+        rest = &rest[at + 1 + digits..];
+    }
+    out.push_str(rest);
+    out.push_str(";\n");
 }
 
 /// One history batch (`history.messages`) as a bulk upsert of its items plus its inbox row.
@@ -528,6 +791,52 @@ mod tests {
         }
         assert!(batch.messages.message_obj.iter().all(Option::is_some));
         assert!(batch.chats.unread.iter().any(|&u| u > 0));
+    }
+
+    #[test]
+    fn literals_are_escaped_and_placeholders_replaced() {
+        let e = Quoting::Escape;
+        assert_eq!(literal(&"it's a \\ b".to_owned(), e), "E'it''s a \\\\ b'");
+        assert_eq!(literal(&None::<String>, e), "NULL");
+        assert_eq!(array(&[Some(1_i64), None], e), "ARRAY[1,NULL]");
+        assert_eq!(array(&[true, false], e), "ARRAY[TRUE,FALSE]");
+        assert_eq!(
+            array(&[NaiveDate::from_ymd_opt(2026, 1, 2).unwrap()], e),
+            "ARRAY['2026-01-02']"
+        );
+        let d = Quoting::Dollar;
+        assert_eq!(literal(&"it's \\ $".to_owned(), d), "$v$it's \\ $$v$");
+        assert_eq!(literal(&"a $v$ b".to_owned(), d), "$v0$a $v$ b$v0$");
+        assert_eq!(literal(&"ends $v".to_owned(), d), "$v0$ends $v$v0$");
+        assert_eq!(literal(&"{\"x\": 1}".to_owned(), d), "$v${\"x\": 1}$v$");
+        // The text ends exactly where its tag comes back.
+        for text in ["$", "$v", "x$v0", "$v$$v0$", "a$v0$v1$"] {
+            let lit = literal(&text.to_owned(), d);
+            let tag = &lit[..lit[1..].find('$').unwrap() + 2];
+            assert_eq!(
+                lit[tag.len()..].find(tag),
+                Some(text.len()),
+                "{text}: {lit}"
+            );
+        }
+        let mut out = String::new();
+        let params: Vec<String> = (1..=11).map(|i| format!("p{i}")).collect();
+        let refs: Vec<&str> = params.iter().map(String::as_str).collect();
+        render(&mut out, "f($1, $10::int8[], $11, $2) $", &refs);
+        assert_eq!(out, "f(p1, p10::int8[], p11, p2) $;\n");
+    }
+
+    #[test]
+    fn a_realtime_batch_renders_every_statement_it_writes() {
+        let events = events(Mix::Realtime, 300);
+        let batch = RealtimeBatch::new(&stamped(&events)).unwrap();
+        let mut sql = String::new();
+        batch.sql(&mut sql, Quoting::Escape);
+        for table in ["chats", "messages", "inbox", "UPDATE messages"] {
+            assert!(sql.contains(table), "{table}");
+        }
+        assert!(!sql.contains("$1"), "a placeholder left");
+        assert!(sql.contains("FROM unnest(ARRAY[1,2,3,"), "inbox sequences");
     }
 
     #[test]

@@ -16,11 +16,18 @@ use wa_shared::settings::parse_duration;
     long_about = "End-to-end benchmark: wa-realtime and wa-historical against the local stack, \
                   next to raw SQL and JetStream limits measured in the same run.\n\n\
                   DESTRUCTIVE on the stack it is pointed at: it drops and recreates the database \
-                  --database, and DELETES and recreates the product streams wa_events_stream, \
+                  --database and scratch databases named after it (<database>_sweep, \
+                  <database>_raw, <database>_raw_copy, <database>_latency, <database>_burst), and \
+                  DELETES and recreates the product streams wa_events_stream, \
                   wa_history_events_stream and dlq_stream (with everything in them) on \
                   --nats-url. Do not point it at a stack whose data you need.\n\n\
-                  Prints a table (measured, raw limit, ratio, target, pass/fail) and writes \
-                  e2e.md, e2e.json, e2e-throughput.png and the functions' logs under --out-dir."
+                  Besides the throughput of each function it sweeps the tenant count \
+                  (--tenants-sweep, --full-sweep) against the raw SQL rate of the same writes over \
+                  as many schemas, measures publish->commit latency with --latency-tenants \
+                  tenants, and a burst of --burst-tenants brand-new tenants.\n\n\
+                  Prints a table (measured, raw limit, ratio, target, pass/fail) and the tenant \
+                  sweep, and writes e2e.md, e2e.json, e2e-throughput.png, e2e-tenants.png and the \
+                  functions' logs under --out-dir."
 )]
 pub struct Settings {
     /// Admin connection to Postgres: the fresh --database is created through it.
@@ -97,6 +104,43 @@ pub struct Settings {
     /// How long to wait for commits once publishing has ended.
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub commit_timeout: Duration,
+    /// Tenant counts of the tenant sweep, comma-separated: at each, wa-realtime drains
+    /// --sweep-count events of that many tenants next to the raw SQL rate of the same writes
+    /// over as many schemas.
+    #[arg(long, value_delimiter = ',', default_value = "4,64,512")]
+    pub tenants_sweep: Vec<usize>,
+    /// The SPEC's whole sweep, 1,4,64,512,2000 tenants (instead of --tenants-sweep).
+    #[arg(long)]
+    pub full_sweep: bool,
+    /// WhatsApp agents per tenant in the sweep, the latency phases and the burst.
+    #[arg(long, default_value_t = 2)]
+    pub sweep_agents_per_tenant: usize,
+    /// Realtime events drained (and written as raw SQL) at each tenant count of the sweep.
+    #[arg(long, default_value_t = 200_000)]
+    pub sweep_count: u64,
+    /// Events per batch of the sweep's raw SQL (the functions' default BATCH_SIZE).
+    #[arg(long, default_value_t = 1024)]
+    pub sweep_raw_batch: usize,
+    /// Schemas one transaction of the sweep's raw SQL covers at most (a batch spanning more is
+    /// several transactions): a transaction locks every relation it touches, and hundreds of
+    /// schemas in one fill the server's lock table. 32, as the functions.
+    #[arg(long, default_value_t = 32)]
+    pub raw_schemas_per_tx: usize,
+    /// Tenant counts the publish->commit latency is measured with, comma-separated (a fresh
+    /// wa-realtime each, its tenants warmed up first).
+    #[arg(long, value_delimiter = ',', default_value = "4,256")]
+    pub latency_tenants: Vec<usize>,
+    /// Brand-new tenants of the burst phase (no schema before it).
+    #[arg(long, default_value_t = 2000)]
+    pub burst_tenants: usize,
+    /// Events per tenant of the burst.
+    #[arg(long, default_value_t = 3)]
+    pub burst_events_per_tenant: usize,
+    /// Realtime events of the burst's tenants drained after the burst by the same wa-realtime,
+    /// whose peak RSS is then the RSS serving that many tenants.
+    #[arg(long, default_value_t = 100_000)]
+    pub rss_events: u64,
+
     /// Extra environment for both functions, e.g. --function-env BATCH_SIZE=512 (repeatable).
     #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub function_env: Vec<(String, String)>,
@@ -116,8 +160,27 @@ impl Settings {
             self.history_count = 20;
             self.warmup = 100;
             self.commit_timeout = self.commit_timeout.min(Duration::from_secs(60));
+            self.tenants_sweep = vec![1, 4];
+            self.full_sweep = false;
+            self.sweep_count = 1_000;
+            self.latency_tenants = vec![4, 16];
+            self.burst_tenants = 20;
+            self.rss_events = 500;
+        }
+        if self.full_sweep {
+            self.tenants_sweep = FULL_SWEEP.to_vec();
+        }
+        for list in [&mut self.tenants_sweep, &mut self.latency_tenants] {
+            list.retain(|&n| n > 0);
+            list.sort_unstable();
+            list.dedup();
         }
         self
+    }
+
+    /// A scratch database of the run: `<database>_<suffix>`.
+    pub fn scratch_database(&self, suffix: &str) -> String {
+        format!("{}_{suffix}", self.database)
     }
 
     pub fn out_dir(&self) -> PathBuf {
@@ -156,11 +219,23 @@ impl Settings {
             "history_count": self.history_count,
             "history_all_subjects": self.history_all_subjects,
             "warmup": self.warmup,
+            "tenants_sweep": self.tenants_sweep,
+            "sweep_agents_per_tenant": self.sweep_agents_per_tenant,
+            "sweep_count": self.sweep_count,
+            "sweep_raw_batch": self.sweep_raw_batch,
+            "raw_schemas_per_tx": self.raw_schemas_per_tx,
+            "latency_tenants": self.latency_tenants,
+            "burst_tenants": self.burst_tenants,
+            "burst_events_per_tenant": self.burst_events_per_tenant,
+            "rss_events": self.rss_events,
             "sample_interval_ms": self.sample_interval.as_secs_f64() * 1e3,
             "function_env": self.function_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         })
     }
 }
+
+/// The tenant counts of SPEC §13's sweep.
+pub const FULL_SWEEP: [usize; 5] = [1, 4, 64, 512, 2000];
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -185,6 +260,20 @@ mod tests {
         assert_eq!(s.out_dir(), PathBuf::from("target/bench-report/smoke"));
         let full = Settings::parse_from(["wa-bench-e2e"]).resolved();
         assert_eq!(full.out_dir(), PathBuf::from("target/bench-report"));
+    }
+
+    #[test]
+    fn the_sweep_is_sorted_and_the_full_one_is_the_spec_s() {
+        let s = Settings::parse_from(["wa-bench-e2e"]).resolved();
+        assert_eq!(s.tenants_sweep, vec![4, 64, 512]);
+        assert_eq!(s.latency_tenants, vec![4, 256]);
+        let s = Settings::parse_from(["wa-bench-e2e", "--tenants-sweep", "512,0,4,4"]).resolved();
+        assert_eq!(s.tenants_sweep, vec![4, 512]);
+        let s = Settings::parse_from(["wa-bench-e2e", "--full-sweep"]).resolved();
+        assert_eq!(s.tenants_sweep, FULL_SWEEP.to_vec());
+        let s = Settings::parse_from(["wa-bench-e2e", "--smoke", "--full-sweep"]).resolved();
+        assert_eq!(s.tenants_sweep, vec![1, 4]);
+        assert!(s.burst_tenants <= 20 && s.sweep_count <= 1_000);
     }
 
     #[test]

@@ -22,15 +22,18 @@ pub struct Database {
 
 /// Drops `name` (disconnecting its sessions) and creates it empty.
 pub async fn fresh_database(admin_url: &str, name: &str) -> Result<Database> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !valid {
-        return Err(Error::new(format!(
-            "--database {name:?}: use lower-case letters, digits and _"
-        )));
+    create_database(admin_url, name, None).await
+}
+
+/// Drops `name` and creates it as a copy of `template` (which nobody may be connected to):
+/// the same schemas, tables and rows, byte for byte.
+pub async fn copy_database(admin_url: &str, template: &str, name: &str) -> Result<Database> {
+    create_database(admin_url, name, Some(template)).await
+}
+
+async fn create_database(admin_url: &str, name: &str, template: Option<&str>) -> Result<Database> {
+    for db in std::iter::once(name).chain(template) {
+        check_name(db)?;
     }
     let mut admin = PgConnection::connect(admin_url)
         .await
@@ -41,7 +44,11 @@ pub async fn fresh_database(admin_url: &str, name: &str) -> Result<Database> {
         .execute(&mut admin)
         .await
         .context(format_args!("dropping database {name}"))?;
-    sqlx::raw_sql(&format!("CREATE DATABASE {ident}"))
+    let create = match template {
+        Some(t) => format!("CREATE DATABASE {ident} TEMPLATE {}", quote_ident(t)),
+        None => format!("CREATE DATABASE {ident}"),
+    };
+    sqlx::raw_sql(&create)
         .execute(&mut admin)
         .await
         .context(format_args!("creating database {name}"))?;
@@ -54,6 +61,40 @@ pub async fn fresh_database(admin_url: &str, name: &str) -> Result<Database> {
         .await
         .context(format_args!("connecting to {name}"))?;
     Ok(Database { pool, url })
+}
+
+/// Drops database `name` (disconnecting its sessions) if it exists.
+pub async fn drop_database(admin_url: &str, name: &str) -> Result<()> {
+    check_name(name)?;
+    let mut admin = PgConnection::connect(admin_url)
+        .await
+        .context(format_args!("connecting to Postgres at {admin_url}"))?;
+    sqlx::raw_sql(&format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_ident(name)
+    ))
+    .execute(&mut admin)
+    .await
+    .context(format_args!("dropping database {name}"))?;
+    let _ = admin.close().await;
+    Ok(())
+}
+
+/// A database name the benchmark may drop: lower-case letters, digits and _, ≤ 63 bytes.
+fn check_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if valid {
+        Ok(())
+    } else {
+        Err(Error::new(format!(
+            "database {name:?} (from --database): use lower-case letters, digits and _, at \
+             most 63 bytes with the benchmark's suffixes"
+        )))
+    }
 }
 
 /// `url` with its database (path) replaced by `name`, query parameters kept.
@@ -87,6 +128,21 @@ pub async fn reset_streams(js: &Context) -> Result<()> {
         ensure_stream(js, &spec)
             .await
             .context("creating the product streams")?;
+    }
+    Ok(())
+}
+
+/// Deletes one product stream (and its consumers) and creates it empty: a fresh stream and a
+/// fresh durable consumer for the next function started.
+pub async fn reset_stream(js: &Context, name: &str) -> Result<()> {
+    delete_stream_if_any(js, name).await?;
+    for spec in stream_specs(1, Duration::from_secs(7 * 86_400))
+        .into_iter()
+        .filter(|s| s.name == name)
+    {
+        ensure_stream(js, &spec)
+            .await
+            .context(format_args!("creating stream {name}"))?;
     }
     Ok(())
 }

@@ -3,7 +3,8 @@
 
 use std::fmt::Write;
 
-use super::results::{Results, Row};
+use super::raw_tenants::Variant;
+use super::results::{Results, Row, BASE_TENANTS};
 
 const HEADER: [&str; 6] = ["what", "measured", "raw limit", "ratio", "target", "result"];
 
@@ -18,21 +19,38 @@ fn cells(row: &Row) -> [String; 6] {
     ]
 }
 
-/// The table with aligned columns (numbers right-aligned).
+/// The table with aligned columns (numbers right-aligned), then the tenant sweep.
 pub fn text(results: &Results) -> String {
-    let rows: Vec<[String; 6]> = results.rows().iter().map(cells).collect();
-    let mut widths = HEADER.map(str::len);
-    for row in &rows {
+    let rows: Vec<Vec<String>> = results.rows().iter().map(|r| cells(r).to_vec()).collect();
+    let mut out = aligned(&HEADER, &rows, |i| (1..=3).contains(&i));
+    let sweep = sweep_cells(results);
+    if !sweep.is_empty() {
+        out.push_str(
+            "\ntenant sweep (realtime mix; raw SQL: the same writes over as many schemas)\n",
+        );
+        out.push_str(&aligned(&sweep_header(), &sweep, |i| i != 2));
+    }
+    out
+}
+
+/// Columns padded to their widest cell; `numeric` columns right-aligned.
+fn aligned<S: AsRef<str>>(
+    header: &[S],
+    rows: &[Vec<String>],
+    numeric: impl Fn(usize) -> bool,
+) -> String {
+    let header: Vec<String> = header.iter().map(|h| h.as_ref().to_owned()).collect();
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
         }
     }
-    let line = |cells: &[String; 6]| {
+    let line = |cells: &[String]| {
         let mut out = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+        for (i, (c, w)) in cells.iter().zip(&widths).enumerate() {
             let pad = w - c.chars().count();
-            let numeric = (1..=3).contains(&i);
-            if numeric {
+            if numeric(i) {
                 out.push_str(&" ".repeat(pad));
                 out.push_str(c);
             } else {
@@ -44,7 +62,7 @@ pub fn text(results: &Results) -> String {
         out.trim_end().to_owned()
     };
     let mut out = String::new();
-    let _ = writeln!(out, "{}", line(&HEADER.map(String::from)));
+    let _ = writeln!(out, "{}", line(&header));
     let _ = writeln!(
         out,
         "{}",
@@ -54,10 +72,62 @@ pub fn text(results: &Results) -> String {
             .collect::<Vec<_>>()
             .join("  ")
     );
-    for row in &rows {
+    for row in rows {
         let _ = writeln!(out, "{}", line(row));
     }
     out
+}
+
+fn sweep_header() -> Vec<String> {
+    let mut h: Vec<String> = [
+        "tenants",
+        "wa-realtime",
+        "raw SQL (fastest)",
+        "ratio to raw",
+        "ratio to 4 tenants",
+    ]
+    .map(String::from)
+    .to_vec();
+    h.extend(Variant::ALL.iter().map(|v| format!("raw: {}", v.name())));
+    h.push("peak RSS".into());
+    h.push("held batches".into());
+    h
+}
+
+/// One line per sweep step: events/s of the function and of the fastest raw variant, the
+/// ratios, every variant's rate and the function's RSS.
+fn sweep_cells(results: &Results) -> Vec<Vec<String>> {
+    let base = results.sweep_at(BASE_TENANTS).map(|s| s.events_per_sec());
+    let per_sec = |v: f64| format!("{} /s", number_f(v));
+    let pct = |v: Option<f64>| v.map_or("-".into(), |r| format!("{:.1} %", r * 100.0));
+    results
+        .sweep
+        .iter()
+        .map(|s| {
+            let v = s.events_per_sec();
+            let raw = s.raw_per_sec();
+            let mut row = vec![
+                number(s.tenants as u64),
+                per_sec(v),
+                format!(
+                    "{} ({})",
+                    per_sec(raw),
+                    s.raw_best().map_or("-", |r| r.variant.name())
+                ),
+                pct((raw > 0.0).then(|| v / raw)),
+                pct(base.filter(|b| *b > 0.0).map(|b| v / b)),
+            ];
+            row.extend(Variant::ALL.iter().map(|variant| {
+                s.raw
+                    .iter()
+                    .find(|r| r.variant == *variant)
+                    .map_or("-".into(), |r| per_sec(r.events_per_sec()))
+            }));
+            row.push(format!("{:.1} MiB", s.rss as f64 / (1024.0 * 1024.0)));
+            row.push(s.held.map_or("?".into(), |h| h.to_string()));
+            row
+        })
+        .collect()
 }
 
 /// The Markdown report.
@@ -71,6 +141,28 @@ pub fn markdown(results: &Results) -> String {
             c[5] = "**FAIL**".into();
         }
         let _ = writeln!(out, "| {} |", c.join(" | "));
+    }
+    let sweep = sweep_cells(results);
+    if !sweep.is_empty() {
+        out.push_str(
+            "\n## Tenant sweep\n\nThe realtime mix at each tenant count: `wa-realtime` draining \
+             it, next to the same writes as raw SQL over as many schemas (the fastest of the \
+             variants, each also listed). Chart: `e2e-tenants.png`.\n\n",
+        );
+        let header = sweep_header();
+        let _ = writeln!(out, "| {} |", header.join(" | "));
+        let _ = writeln!(
+            out,
+            "|{}",
+            header
+                .iter()
+                .enumerate()
+                .map(|(i, _)| if i == 2 { "---|" } else { "--:|" })
+                .collect::<String>()
+        );
+        for row in sweep {
+            let _ = writeln!(out, "| {} |", row.join(" | "));
+        }
     }
     out.push_str("\n## Machine\n\n");
     for (label, value) in results.machine.lines() {
@@ -96,13 +188,37 @@ pub fn markdown(results: &Results) -> String {
          * **Realtime e2e**: `wa-realtime` running; {rt} events of {tenants} tenants × {agents} \
          agents published flat out; events/s = events ÷ (first sample with every inbox row \
          committed − first publish), sampled every {sample:.0} ms.\n\
-         * **Latency**: {lat} events published at {rate}/s; each inbox row seen by a poll every \
-         {poll:.0} ms, latency = time seen − stream publish time (resolution ≈ {poll:.0} ms).\n\
          * **History e2e**: `wa-historical` running; {hb} batches ({hsubj}) published flat out; \
          rows = items of the batches.\n\
+         * **Latency**: for each of {lat_tenants} tenants ({sagents} agents each), a fresh \
+         `wa-realtime` on a scratch database, every tenant warmed up, then events published at \
+         {rate}/s for {lat_s} s; the events of up to {polled} of the tenants (spread evenly) are \
+         timed: each of their inbox rows seen by a poll every {poll:.0} ms, latency = time seen − \
+         stream publish time (resolution ≈ {poll:.0} ms).\n\
+         * **Tenant sweep**: at each of {sweep} tenants ({sagents} agents each), {scount} realtime \
+         events of that many tenants, written (a) as raw SQL into as many schemas (made by the \
+         product's migrations in a template database with the warm-up written, each variant on \
+         a fresh copy), in batches of {sbatch} events of a connection's share of the tenants, on \
+         up to {conns} connection(s), {ways} ways: {variants} (so many: at most {per_tx} schemas \
+         per transaction, as a transaction locks every relation it touches); the fastest is \
+         the raw limit; and \
+         (b) by a fresh `wa-realtime` with default settings on a scratch database after a \
+         warm-up that created every tenant's schema, published flat out; events/s = events ÷ \
+         (first sample of its consumer's ack floor covering the last event − first publish), \
+         sampled every {sample:.0} ms (the functions ack after commit; the inboxes are counted \
+         afterwards).\n\
+         * **New-tenant burst**: {btenants} tenants without a schema × {bper} events (each \
+         tenant's first events of the mix) published at once to a fresh `wa-realtime`; time from \
+         the first publish until the consumer's ack floor covers them all (and the inboxes hold \
+         them all); held batches = increase of its `*_batches_held_total` counters \
+         (`/metrics`); dead letters = messages the DLQ stream gained. Then {rss_events} more \
+         events of those tenants are drained by the same process, and its peak RSS is the \
+         \"{btenants} tenants\" RSS.\n\
          * **Peak RSS**: VmHWM of each function just before it was stopped.\n\
-         * Every timed phase starts after a `CHECKPOINT`; the functions and the raw SQL write to \
-         the same fresh database.\n",
+         * Every timed phase starts after a `CHECKPOINT` (in a smoke run, only those of the \
+         first four phases); the raw SQL and the functions of the first four phases write to the \
+         same fresh database, the sweep, latency and burst phases each to scratch databases of \
+         their own, dropped afterwards.\n",
         js = number(r.jetstream.messages),
         rt = number(r.realtime.events),
         batch = r.settings["raw_batch"],
@@ -114,9 +230,28 @@ pub fn markdown(results: &Results) -> String {
         tenants = r.settings["tenants"],
         agents = r.settings["agents_per_tenant"],
         sample = r.settings["sample_interval_ms"].as_f64().unwrap_or(0.0),
-        lat = number(r.latency.events),
-        rate = super::results::number(r.latency.rate, ""),
-        poll = r.latency.poll.as_secs_f64() * 1e3,
+        lat_tenants = list(&r.settings["latency_tenants"]),
+        lat_s = r.settings["latency_seconds"],
+        polled = super::latency::POLLED_TENANTS,
+        rate = super::results::number(
+            r.settings["latency_rate"].as_f64().unwrap_or(0.0),
+            ""
+        ),
+        poll = r.settings["latency_poll_ms"].as_f64().unwrap_or(0.0),
+        sweep = list(&r.settings["tenants_sweep"]),
+        sagents = r.settings["sweep_agents_per_tenant"],
+        scount = number(r.settings["sweep_count"].as_u64().unwrap_or(0)),
+        sbatch = r.settings["sweep_raw_batch"],
+        per_tx = r.settings["raw_schemas_per_tx"],
+        ways = Variant::ALL.len(),
+        variants = Variant::ALL
+            .iter()
+            .map(|v| format!("*{}* ({})", v.name(), v.description()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        btenants = number(r.burst.tenants as u64),
+        bper = r.burst.per_tenant,
+        rss_events = number(r.settings["rss_events"].as_u64().unwrap_or(0)),
         hsubj = r.history_subjects,
     );
     out
@@ -124,4 +259,21 @@ pub fn markdown(results: &Results) -> String {
 
 fn number(n: u64) -> String {
     super::results::number(n as f64, "")
+}
+
+fn number_f(v: f64) -> String {
+    super::results::number(v, "")
+}
+
+/// A JSON array of numbers as `1, 4 and 64`.
+fn list(v: &serde_json::Value) -> String {
+    let items: Vec<String> = v
+        .as_array()
+        .map(|a| a.iter().map(|x| number(x.as_u64().unwrap_or(0))).collect())
+        .unwrap_or_default();
+    match items.split_last() {
+        None => "-".into(),
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+    }
 }
