@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use wa_integration_tests::functions::{self, READY_WITHIN};
+use wa_integration_tests::lambda;
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::tenants::{self, counter_total, publish_all, Counts, Publish};
 use wa_integration_tests::*;
@@ -195,6 +196,41 @@ async fn a_batch_spanning_300_tenants_with_one_poison_event_commits_everything_e
     })
     .await;
     assert_same_rows_as(&s.pool, &tenants, &control).await;
+}
+
+/// Lambda mode gets the same: the backlog is published before the bridge starts, so its first
+/// invocation carries the events of many tenants and one poison; the function answers with that
+/// one dead letter and everything else lands.
+#[tokio::test]
+async fn one_lambda_invocation_spanning_many_tenants_dead_letters_only_the_poison() {
+    const TENANTS: usize = 80;
+    let s = Stack::new("lmany").await;
+    s.create_streams().await;
+    let tenants = tenants::fresh("lmany", TENANTS);
+    let mut events = Vec::with_capacity(2 * TENANTS + 1);
+    for (i, t) in tenants.iter().enumerate() {
+        events.push(Publish::new(ChatUpsert, t, fixture(ChatUpsert, t)));
+        events.push(Publish::new(MessageUpsert, t, fixture(MessageUpsert, t)));
+        if i == TENANTS / 2 {
+            events.push(Publish::new(MessageUpsert, t, poison(t)));
+        }
+    }
+    publish_all(&s.js, &events).await;
+    let rt = lambda::LocalLambda::start(&s, "wa-realtime", &[]);
+    let _bridge = lambda::start_bridge(
+        &s,
+        "realtime",
+        &rt,
+        &[("BATCH_SIZE", "1000"), ("BATCH_MAX_WAIT", "2s")],
+    )
+    .await;
+    s.wait_settled(WAIT, REALTIME_STREAM, "wa_realtime").await;
+    let counts = tenants::counts(&s.pool, &tenants).await;
+    assert_counts(&counts, &tenants, TWO_FIXTURES);
+    let dead = broker::dead_letters(&s.js, "v1.dlq.>").await;
+    assert_eq!(dead.len(), 1, "{dead:#?}");
+    assert_eq!(dead[0].envelope["error_type"], "database_permanent");
+    assert_eq!(dead[0].subject, Subject::dead_letter(&tenants[TENANTS / 2]));
 }
 
 /// The same at the core: one `process_batch` call with 300 new tenants' events and one poison
