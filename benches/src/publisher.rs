@@ -53,6 +53,20 @@ pub struct PublishSettings {
     pub progress: bool,
 }
 
+impl PublishSettings {
+    /// `count` events as fast as acks allow, 1,000 in flight, retried for the default time.
+    pub fn flat_out(count: u64, progress: bool) -> Self {
+        PublishSettings {
+            rate: 0.0,
+            count: Some(count),
+            duration: None,
+            in_flight: 1000,
+            retry_for: DEFAULT_RETRY_FOR,
+            progress,
+        }
+    }
+}
+
 /// The wait before the next attempt of an event whose `failed` attempts all failed (`failed`
 /// ≥ 1): 100 ms, 200 ms, 400 ms, … up to 2 s.
 pub fn backoff(failed: u32) -> Duration {

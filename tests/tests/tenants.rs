@@ -131,14 +131,7 @@ async fn a_batch_spanning_300_tenants_with_one_poison_event_commits_everything_e
     let s = Stack::new("many").await;
     s.create_streams().await;
     let tenants = tenants::fresh("many", MANY);
-    let mut events = Vec::with_capacity(2 * MANY + 1);
-    for (i, t) in tenants.iter().enumerate() {
-        events.push(Publish::new(ChatUpsert, t, fixture(ChatUpsert, t)));
-        events.push(Publish::new(MessageUpsert, t, fixture(MessageUpsert, t)));
-        if i == POISON_TENANT {
-            events.push(Publish::new(MessageUpsert, t, poison(t)));
-        }
-    }
+    let events = with_poison(&tenants, POISON_TENANT);
     let sequences = publish_all(&s.js, &events).await;
     let poison_at = 2 * POISON_TENANT + 2;
     let poison_seq = sequences[poison_at];
@@ -198,6 +191,20 @@ async fn a_batch_spanning_300_tenants_with_one_poison_event_commits_everything_e
     assert_same_rows_as(&s.pool, &tenants, &control).await;
 }
 
+/// A chat and a message upsert of each tenant, and after those of tenant `poisoned` one event
+/// the database refuses.
+fn with_poison(tenants: &[String], poisoned: usize) -> Vec<Publish> {
+    let mut events = Vec::with_capacity(2 * tenants.len() + 1);
+    for (i, t) in tenants.iter().enumerate() {
+        events.push(Publish::new(ChatUpsert, t, fixture(ChatUpsert, t)));
+        events.push(Publish::new(MessageUpsert, t, fixture(MessageUpsert, t)));
+        if i == poisoned {
+            events.push(Publish::new(MessageUpsert, t, poison(t)));
+        }
+    }
+    events
+}
+
 /// Lambda mode gets the same: the backlog is published before the bridge starts, so its first
 /// invocation carries the events of many tenants and one poison; the function answers with that
 /// one dead letter and everything else lands.
@@ -207,14 +214,7 @@ async fn one_lambda_invocation_spanning_many_tenants_dead_letters_only_the_poiso
     let s = Stack::new("lmany").await;
     s.create_streams().await;
     let tenants = tenants::fresh("lmany", TENANTS);
-    let mut events = Vec::with_capacity(2 * TENANTS + 1);
-    for (i, t) in tenants.iter().enumerate() {
-        events.push(Publish::new(ChatUpsert, t, fixture(ChatUpsert, t)));
-        events.push(Publish::new(MessageUpsert, t, fixture(MessageUpsert, t)));
-        if i == TENANTS / 2 {
-            events.push(Publish::new(MessageUpsert, t, poison(t)));
-        }
-    }
+    let events = with_poison(&tenants, TENANTS / 2);
     publish_all(&s.js, &events).await;
     let rt = lambda::LocalLambda::start(&s, "wa-realtime", &[]);
     let _bridge = lambda::start_bridge(

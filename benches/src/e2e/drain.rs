@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::error::{Context, Error, Result};
 use super::throughput::Sample;
 use crate::report::per_sec;
-use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
+use crate::{publish, Event, PublishSettings, Report};
 
 /// The durable consumer of `wa-realtime` (SPEC §1).
 const REALTIME_DURABLE: &str = "wa_realtime";
@@ -138,14 +138,7 @@ pub async fn measure(js: &JetStream, sampling: &Sampling, events: Vec<Event>) ->
         start,
         done_rx,
     ));
-    let settings = PublishSettings {
-        rate: 0.0,
-        count: Some(count),
-        duration: None,
-        in_flight: 1000,
-        retry_for: DEFAULT_RETRY_FOR,
-        progress: sampling.progress,
-    };
+    let settings = PublishSettings::flat_out(count, sampling.progress);
     let report = publish(js, &mut events.into_iter(), &settings).await;
     let last = super::stack::stream_state(js, sampling.stream)
         .await?

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::commits::Inboxes;
 use super::error::{Context, Error, Result};
 use crate::report::per_sec;
-use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
+use crate::{publish, Event, PublishSettings, Report};
 
 /// Committed events at a time since publishing started.
 #[derive(Debug, Clone, Copy)]
@@ -110,14 +110,7 @@ pub async fn measure(
         already,
         done_rx,
     ));
-    let settings = PublishSettings {
-        rate: 0.0,
-        count: Some(count),
-        duration: None,
-        in_flight: 1000,
-        retry_for: DEFAULT_RETRY_FOR,
-        progress: sampling.progress,
-    };
+    let settings = PublishSettings::flat_out(count, sampling.progress);
     let report = publish(js, &mut events.into_iter(), &settings).await;
     let _ = done_tx.send(Some((report.published, Instant::now())));
     let samples = sampler.await.context("sampler task")??;
