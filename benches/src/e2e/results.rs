@@ -16,7 +16,7 @@ use super::throughput::Throughput;
 /// SPEC §13 targets.
 pub const REALTIME_MIN_RATIO: f64 = 0.50;
 pub const REALTIME_MIN_EVENTS_PER_SEC: f64 = 15_000.0;
-pub const HISTORY_MIN_RATIO: f64 = 0.60;
+pub const HISTORY_MIN_RATIO: f64 = 0.75;
 pub const LATENCY_MAX_P99_MS: f64 = 25.0;
 pub const LATENCY_TARGET_RATE: f64 = 2000.0;
 pub const MAX_RSS_MIB: f64 = 64.0;
