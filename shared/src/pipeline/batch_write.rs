@@ -1,7 +1,7 @@
 //! A batch's writes, for every tenant in it, in one transaction of a few round trips, with the
 //! events the database refuses isolated.
 //!
-//! The events of each tenant form a [`Part`]. The parts are written in transactions of up to
+//! The events of each tenant form a `Part`. The parts are written in transactions of up to
 //! [`TENANTS_PER_TRANSACTION`] tenants (a transaction holds a lock on every relation it
 //! touches, and the server's lock table is finite), two at a time. One attempt writes a
 //! chunk's parts in one [`BatchTx`]: a first script enters each tenant's schema under its lock (in schema-name

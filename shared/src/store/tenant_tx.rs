@@ -1,4 +1,6 @@
-//! The transaction every write to a tenant schema runs in, typed by its tenant.
+//! The transaction of a write to one tenant's schema (onboarding), typed by its tenant, and the
+//! settings, lock and search-path statements that batch transactions ([`super::batch_tx`])
+//! share with it.
 
 use std::time::Duration;
 
@@ -7,8 +9,8 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use crate::model::TenantId;
 use crate::store::failure::{classify, DbFailure};
 
-/// An open transaction on one tenant's schema (see [`begin`]). The per-table writes and the
-/// inbox take it, so a write cannot reach another tenant's schema or name the wrong company.
+/// An open transaction on one tenant's schema (see [`begin`]). The writes that take it cannot
+/// reach another tenant's schema or name the wrong company.
 pub struct TenantTx {
     tx: Transaction<'static, Postgres>,
     tenant: TenantId,
