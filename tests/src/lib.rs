@@ -12,6 +12,7 @@ pub mod functions;
 pub mod lambda;
 pub mod ledger;
 pub mod publisher;
+pub mod rng;
 pub mod servers;
 pub mod stack;
 pub mod tenants;

@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
+use wa_integration_tests::rng::Rng;
 use wa_integration_tests::*;
 use wa_shared::model::EventKind;
 use wa_shared::pipeline::{InboundEvent, Outcome, Processor};
@@ -69,17 +70,6 @@ async fn projection(pool: &sqlx::PgPool, tenant: &str) -> Value {
         "chats": rows(pool, tenant, "SELECT chat_id, unread_count, conversation_timestamp, last_message FROM chats ORDER BY chat_id").await,
         "messages": rows(pool, tenant, "SELECT message_id, status FROM messages ORDER BY message_id").await,
     })
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % bound as u64) as usize
-    }
 }
 
 proptest! {

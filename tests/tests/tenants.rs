@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use wa_integration_tests::functions::{self, READY_WITHIN};
 use wa_integration_tests::lambda;
+use wa_integration_tests::rng::Rng;
 use wa_integration_tests::stack::Stack;
 use wa_integration_tests::tenants::{self, counter_total, publish_all, Counts, Publish};
 use wa_integration_tests::*;
@@ -191,6 +192,16 @@ async fn a_batch_spanning_300_tenants_with_one_poison_event_commits_everything_e
     assert_same_rows_as(&s.pool, &tenants, &control).await;
 }
 
+async fn assert_no_dead_letters(js: &async_nats::jetstream::Context) {
+    let dead = broker::dead_letters(js, "v1.dlq.>").await;
+    assert!(
+        dead.is_empty(),
+        "{} dead letters, e.g. {:#?}",
+        dead.len(),
+        dead.first()
+    );
+}
+
 /// A chat and a message upsert of each tenant, and after those of tenant `poisoned` one event
 /// the database refuses.
 fn with_poison(tenants: &[String], poisoned: usize) -> Vec<Publish> {
@@ -340,13 +351,7 @@ async fn a_burst_of_new_tenants_is_applied_without_holds_or_dead_letters() {
             foreign: 0,
         },
     );
-    let dead = broker::dead_letters(&s.js, "v1.dlq.>").await;
-    assert!(
-        dead.is_empty(),
-        "{} dead letters, e.g. {:#?}",
-        dead.len(),
-        dead.first()
-    );
+    assert_no_dead_letters(&s.js).await;
     assert_eq!(counter_total(&m, HELD), 0.0, "a batch was held:\n{m}");
     // A sample of the tenants against a control fed the same events one at a time.
     let control = control(&s.pool, "burstctl", |t| {
@@ -435,17 +440,6 @@ fn race_bodies(_tenant: &str) -> Vec<(EventKind, String)> {
 
 /// What the script leaves in the one-to-one chat: 1 + 1 + 2 + 1 unread.
 const RACE_UNREAD: i64 = 5;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self, bound: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % bound as u64) as usize
-    }
-}
 
 /// Delivers `queue` to `p` in batches of `sizes` (cycled), redelivering retried events at the
 /// back, until every event is acknowledged; any other outcome fails. Returns the retries.
@@ -607,13 +601,7 @@ async fn two_functions_on_one_consumer_racing_on_new_tenants_apply_each_event_on
         "one function processed nothing: {processed:?}"
     );
 
-    let dead = broker::dead_letters(&s.js, "v1.dlq.>").await;
-    assert!(
-        dead.is_empty(),
-        "{} dead letters, e.g. {:#?}",
-        dead.len(),
-        dead.first()
-    );
+    assert_no_dead_letters(&s.js).await;
     let control = control(&s.pool, "racefnctl", race_bodies).await;
     assert_raced_correctly(&s.pool, &tenants, &control).await;
 }

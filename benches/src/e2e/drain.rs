@@ -145,14 +145,7 @@ pub async fn measure(js: &JetStream, sampling: &Sampling, events: Vec<Event>) ->
         .last_sequence;
     let _ = done_tx.send(Some((last, Instant::now())));
     let (samples, complete) = sampler.await.context("sampler task")??;
-    if report.published < count {
-        return Err(Error::new(format!(
-            "only {} of {count} events were stored ({} errors: {})",
-            report.published,
-            report.errors,
-            report.first_error.clone().unwrap_or_default()
-        )));
-    }
+    super::all_stored(&report, count)?;
     let target = last.saturating_sub(before);
     let end = samples
         .iter()

@@ -54,6 +54,19 @@ use wa_shared::transport::streams::{DLQ_STREAM, HISTORY_STREAM, REALTIME_STREAM}
 use wa_testkit::{Function, Launch};
 
 pub use error::{Error, Result};
+
+/// An error unless the publisher stored all `count` events.
+fn all_stored(report: &Report, count: u64) -> Result<()> {
+    if report.published < count {
+        return Err(Error::new(format!(
+            "only {} of {count} events were stored ({} errors: {})",
+            report.published,
+            report.errors,
+            report.first_error.clone().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
 pub use output::write_report;
 pub use results::Results;
 pub use settings::Settings;

@@ -114,14 +114,7 @@ pub async fn measure(
     let report = publish(js, &mut events.into_iter(), &settings).await;
     let _ = done_tx.send(Some((report.published, Instant::now())));
     let samples = sampler.await.context("sampler task")??;
-    if report.published < count {
-        return Err(Error::new(format!(
-            "only {} of {count} events were stored ({} errors: {})",
-            report.published,
-            report.errors,
-            report.first_error.clone().unwrap_or_default()
-        )));
-    }
+    super::all_stored(&report, count)?;
     // Samples go on until publishing has ended; the first one with everything is the end.
     let last = samples
         .iter()

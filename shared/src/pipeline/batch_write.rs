@@ -570,7 +570,7 @@ fn ack(dead_items: Vec<DeadLetter>) -> Outcome {
     }
 }
 
-pub(super) fn stream_key(e: &InboundEvent) -> StreamKey {
+fn stream_key(e: &InboundEvent) -> StreamKey {
     StreamKey {
         stream: e.stream.clone(),
         sequence: e.stream_sequence as i64,

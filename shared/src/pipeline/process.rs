@@ -11,10 +11,9 @@ use sqlx::PgPool;
 use tracing::{debug, error};
 
 use crate::model::{decode, ErrorType, Payload, Subject, SubjectError, TenantId};
-use crate::store::inbox::StreamKey;
 use crate::store::Schemas;
 
-use super::batch_write::{stream_key, Part};
+use super::batch_write::Part;
 use super::inbound::{DeadLetter, InboundEvent, Outcome};
 use super::plan::Decoded;
 use super::prepare::Prepared;
@@ -123,11 +122,16 @@ impl Processor {
         let mut group_of: HashMap<TenantId, usize> = HashMap::new();
         // A stream message delivered twice within the batch is applied once: later copies
         // share the outcome of the first.
-        let mut first_copy: HashMap<StreamKey, usize> = HashMap::with_capacity(events.len());
+        let mut first_copy: HashMap<(&str, u64, i64), usize> = HashMap::with_capacity(events.len());
         let mut copies: Vec<(usize, usize)> = Vec::new();
         let processed_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         for (idx, event) in events.iter().enumerate() {
-            match first_copy.entry(stream_key(event)) {
+            let key = (
+                event.stream.as_str(),
+                event.stream_sequence,
+                event.published_at.timestamp_micros(),
+            );
+            match first_copy.entry(key) {
                 Entry::Occupied(first) => {
                     copies.push((idx, *first.get()));
                     continue;

@@ -1,7 +1,7 @@
 //! Tenant schemas: versioned migrations from `migrations/`, applied once per schema and
 //! process, safe when several processes meet a new tenant at once; monthly message partitions.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use chrono::{Datelike, NaiveDate};
@@ -72,7 +72,8 @@ pub struct Schemas {
     ready: Mutex<HashSet<String>>,
     /// Tenants known to own their schema.
     owners: Mutex<HashSet<TenantId>>,
-    partitions: Mutex<HashSet<(String, i32)>>,
+    /// Months with a `messages` partition known to exist, per schema.
+    partitions: Mutex<HashMap<String, HashSet<i32>>>,
 }
 
 impl Schemas {
@@ -101,11 +102,11 @@ impl Schemas {
         tenant: &TenantId,
         dates: impl IntoIterator<Item = NaiveDate>,
     ) -> bool {
-        let schema = tenant.schema_name();
         let known = self.partitions.lock().expect("lock");
+        let months = known.get(&tenant.schema_name());
         dates
             .into_iter()
-            .all(|d| known.contains(&(schema.clone(), month_of(d))))
+            .all(|d| months.is_some_and(|m| m.contains(&month_of(d))))
     }
 
     /// Makes sure the tenant owns its schema (recorded in `wa_system.tenants` the first time)
@@ -154,9 +155,10 @@ impl Schemas {
         months.dedup();
         let missing: Vec<i32> = {
             let known = self.partitions.lock().expect("lock");
+            let have = known.get(&schema);
             months
                 .into_iter()
-                .filter(|m| !known.contains(&(schema.clone(), *m)))
+                .filter(|m| !have.is_some_and(|h| h.contains(m)))
                 .collect()
         };
         if missing.is_empty() {
@@ -172,18 +174,17 @@ impl Schemas {
         }
         tx.commit().await?;
         let mut known = self.partitions.lock().expect("lock");
-        known.extend(missing.into_iter().map(|m| (schema.clone(), m)));
+        known.entry(schema).or_default().extend(missing);
         Ok(())
     }
 
     /// Forgets which partitions of the tenant exist (after a row found none: an operator
     /// detached or dropped one).
     pub fn forget_partitions(&self, tenant: &TenantId) {
-        let schema = tenant.schema_name();
         self.partitions
             .lock()
             .expect("lock")
-            .retain(|(s, _)| *s != schema);
+            .remove(&tenant.schema_name());
     }
 
     /// Forgets what is known about a tenant (after an error that suggests it changed).
@@ -191,10 +192,7 @@ impl Schemas {
         let schema = tenant.schema_name();
         self.owners.lock().expect("lock").remove(tenant);
         self.ready.lock().expect("lock").remove(&schema);
-        self.partitions
-            .lock()
-            .expect("lock")
-            .retain(|(s, _)| *s != schema);
+        self.partitions.lock().expect("lock").remove(&schema);
     }
 }
 
