@@ -9,7 +9,10 @@
 //! * [`startup`]: what every long-running binary does from settings to shutdown.
 //! * [`lambda`]: Lambda mode: the bridge's wire format and the Runtime API loop.
 //! * [`telemetry`], [`metrics`], [`http`]: logs, metrics, health.
+//! * `aws` (feature `aws`): the AWS SDK configuration (the bridge, the CloudWatch sink).
 
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "runtime")]
 pub mod functions;
 #[cfg(feature = "runtime")]

@@ -14,9 +14,13 @@ use tracing::{error, info, warn};
 
 use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::http::{self, Readiness};
-use crate::metrics::{install_prometheus, CloudWatchSink, EventMetrics};
+#[cfg(feature = "cloudwatch")]
+use crate::metrics::CloudWatchSink;
+use crate::metrics::{install_prometheus, EventMetrics};
 use crate::pipeline::Handler;
-use crate::settings::{DbSettings, MetricsSink, Settings};
+#[cfg(feature = "cloudwatch")]
+use crate::settings::MetricsSink;
+use crate::settings::{DbSettings, Settings};
 use crate::store::{attempts, inbox};
 use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
@@ -183,17 +187,20 @@ pub async fn run_standalone(
         return Ok(());
     };
     tokio::spawn(prune_inboxes(pool.clone(), settings.inbox_retention));
-    let mut metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
-    if let MetricsSink::CloudWatch {
-        namespace,
-        endpoint,
-        every,
-    } = &settings.metrics
-    {
-        let sink = Arc::new(CloudWatchSink::new(namespace.clone(), endpoint.clone()).await);
-        sink.clone().spawn_flusher(*every);
-        metrics = metrics.with_cloudwatch(sink);
-    }
+    let metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
+    #[cfg(feature = "cloudwatch")]
+    let metrics = match &settings.metrics {
+        MetricsSink::CloudWatch {
+            namespace,
+            endpoint,
+            every,
+        } => {
+            let sink = Arc::new(CloudWatchSink::new(namespace.clone(), endpoint.clone()).await);
+            sink.clone().spawn_flusher(*every);
+            metrics.with_cloudwatch(sink)
+        }
+        MetricsSink::Prometheus { .. } => metrics,
+    };
     let binding = Binding {
         spec,
         settings: settings.clone(),

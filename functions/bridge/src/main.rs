@@ -91,11 +91,8 @@ async fn run(settings: BridgeSettings) -> Result<(), StartupError> {
         bridge,
         routes,
     } = settings;
-    let mut aws = aws_config::from_env();
-    if let Some(url) = &bridge.lambda_endpoint {
-        aws = aws.endpoint_url(url);
-    }
-    let lambda = aws_sdk_lambda::Client::new(&aws.load().await);
+    let aws = wa_shared::aws::load_config(bridge.lambda_endpoint.as_deref()).await;
+    let lambda = aws_sdk_lambda::Client::new(&aws);
     let Some(started) = startup::start(&base, None).await? else {
         return Ok(());
     };

@@ -133,11 +133,20 @@ impl Settings {
                 SinkKind::Prometheus => MetricsSink::Prometheus {
                     namespace: ops.metrics_namespace,
                 },
-                SinkKind::Cloudwatch => MetricsSink::CloudWatch {
+                SinkKind::Cloudwatch if cfg!(feature = "cloudwatch") => MetricsSink::CloudWatch {
                     namespace: ops.metrics_namespace,
                     endpoint: ops.cloudwatch_endpoint,
                     every: ops.metrics_flush_interval,
                 },
+                SinkKind::Cloudwatch => {
+                    return Err(ConfigError {
+                        var: "METRICS_SINK",
+                        value: "cloudwatch".into(),
+                        reason: "this build has no CloudWatch sink: build the function with \
+                                 `--features cloudwatch` (Lambda mode needs none: it writes EMF)"
+                            .into(),
+                    })
+                }
             },
         })
     }
