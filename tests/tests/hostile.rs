@@ -1079,6 +1079,7 @@ fn judge(e: &Entry, o: &Outcome, tenant: &str) -> Option<String> {
         (Role::Whole { minted, .. }, Outcome::Retry { .. }) => {
             e.kind == EventKind::MessageUpdate && not_found_yet(&e.body, minted, tenant)
         }
+        (Role::Whole { .. }, Outcome::Wait { .. }) => false,
     };
     if ok {
         return None;

@@ -10,12 +10,14 @@ use sqlx::PgPool;
 use tracing::{debug, info, warn};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
+use crate::http::Notices;
 use crate::model::{decode, Campaign, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
 use crate::pipeline::{
     Handler, InboundEvent, Outcome, ProcessorSettings, RetryPolicy, Unavailable,
 };
 use crate::store::failure::{classify, DbFailure};
 use crate::store::onboarding::{self as store, CampaignUpdate, NewOnboarding};
+use crate::store::schema::ADOPTION_RECHECK;
 use crate::store::{tenant_tx, SchemaError, Schemas, TenantTx};
 use crate::transport::streams::REALTIME_STREAM;
 
@@ -82,6 +84,12 @@ impl Onboarding {
             pool,
             settings,
         }
+    }
+
+    /// The handler, showing the schemas awaiting adoption in `notices` (`/ready`).
+    pub fn with_notices(mut self, notices: Notices) -> Self {
+        self.schemas.set_notices(notices);
+        self
     }
 
     async fn write(
@@ -213,6 +221,15 @@ impl Handler for Onboarding {
                 if let SchemaError::Owned { .. } = &e {
                     // Refused tenants are the realtime function's to dead-letter.
                     debug!(tenant = %tenant, %reason, "tenant refused; nothing to onboard");
+                    continue;
+                }
+                if let SchemaError::AwaitingAdoption(_) = &e {
+                    // Onboarded once the schema is adopted; waiting is no attempt.
+                    for c in &candidates {
+                        outcomes[c.idx] = Outcome::Wait {
+                            delay: ADOPTION_RECHECK,
+                        };
+                    }
                     continue;
                 }
                 if let SchemaError::Db(db) = &e {

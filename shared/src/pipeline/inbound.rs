@@ -57,6 +57,10 @@ pub enum Outcome {
     AckWithDeadItems(Vec<DeadLetter>),
     /// Transient failure: deliver it again after `delay`.
     Retry { delay: Duration },
+    /// Not processed: its tenant cannot take events yet (its schema awaits adoption). Deliver
+    /// it again after `delay`; this is not a processing attempt, so it never brings the event
+    /// closer to `retry_exhausted`.
+    Wait { delay: Duration },
     /// Permanent failure: publish to the DLQ, then terminate.
     DeadLetter(DeadLetter),
 }
@@ -71,6 +75,7 @@ impl Outcome {
         match self {
             Outcome::Ack | Outcome::AckWithDeadItems(_) => "ack",
             Outcome::Retry { .. } => "retry",
+            Outcome::Wait { .. } => "wait",
             Outcome::DeadLetter(_) => "dead_letter",
         }
     }

@@ -22,6 +22,9 @@ pub(super) enum Prepared {
     Ready,
     /// Not now: the events are retried later, for this reason.
     Retry(String),
+    /// Not until the schema is adopted: the events wait, spending no attempt (the refusal is
+    /// logged and shown by [`crate::store::Schemas`], once in a while, not per event).
+    Wait,
     /// Never: the events are refused, for this reason.
     Refused(DeadLetter),
 }
@@ -59,6 +62,7 @@ impl Processor {
             Err(SchemaError::NotMigrated(s)) => {
                 return Ok(Prepared::Retry(format!("schema {s} is not migrated")))
             }
+            Err(SchemaError::AwaitingAdoption(_)) => return Ok(Prepared::Wait),
             Err(e @ SchemaError::Owned { .. }) => {
                 warn!(tenant = %tenant, error = %e, "events refused");
                 return Ok(Prepared::Refused(DeadLetter::new(

@@ -10,7 +10,9 @@ use futures::FutureExt;
 use sqlx::PgPool;
 use tracing::{debug, error};
 
+use crate::http::Notices;
 use crate::model::{decode, ErrorType, Payload, Subject, SubjectError, TenantId};
+use crate::store::schema::ADOPTION_RECHECK;
 use crate::store::Schemas;
 
 use super::batch_write::Part;
@@ -83,6 +85,12 @@ impl Processor {
             pool,
             settings,
         }
+    }
+
+    /// The processor, showing the schemas awaiting adoption in `notices` (`/ready`).
+    pub fn with_notices(mut self, notices: Notices) -> Self {
+        self.schemas.set_notices(notices);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -176,6 +184,14 @@ impl Processor {
                 Prepared::Retry(reason) => {
                     decided.extend(self.all_transient(events, decoded, &reason))
                 }
+                Prepared::Wait => decided.extend(decoded.iter().map(|d| {
+                    (
+                        d.idx,
+                        Outcome::Wait {
+                            delay: ADOPTION_RECHECK,
+                        },
+                    )
+                })),
                 Prepared::Refused(dead) => decided.extend(
                     decoded
                         .iter()

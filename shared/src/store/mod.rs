@@ -15,7 +15,9 @@
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
 //! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
 //! * [`tenants`]: which company id owns each tenant schema.
+//! * [`adopt`]: schemas the earlier service left: told apart from ours, and adopted.
 
+pub mod adopt;
 pub mod agents;
 pub mod attempts;
 pub mod batch_tx;

@@ -1,15 +1,24 @@
 //! Tenant schemas: versioned migrations from `migrations/`, applied once per schema and
 //! process, safe when several processes meet a new tenant at once; monthly message partitions.
+//!
+//! A schema the earlier service left (tables, no migration bookkeeping) is never migrated here:
+//! it awaits adoption by `wa-admin adopt` ([`super::adopt`]). Its events are held meanwhile, and
+//! the schema is looked at again every [`ADOPTION_RECHECK`], so they go through once it is adopted.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
+use tracing::{error, info, warn};
 
+use super::adopt::{AwaitingAdoption, Standing};
+use super::failure::{classify, DbFailure};
 use super::script::Script;
 
+use crate::http::Notices;
 use crate::model::{quote_ident, TenantId};
 
 /// One versioned migration, applied with `search_path` set to the tenant schema.
@@ -46,11 +55,20 @@ pub const DDL_CONNECTIONS: u32 = 2;
 /// The schema of the system's own tables (exhausted events of invalid tenants).
 pub const SYSTEM_SCHEMA: &str = "wa_system";
 
+/// How often a schema awaiting adoption is looked at again (and the delay of its held events).
+pub const ADOPTION_RECHECK: Duration = Duration::from_secs(5);
+
+/// How often the error about a schema awaiting adoption is logged again, while it waits.
+const ADOPTION_LOG_EVERY: Duration = Duration::from_secs(600);
+
 /// Why a tenant's schema is not usable.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("schema {0} is not migrated and DB_AUTO_MIGRATE is off")]
     NotMigrated(String),
+    /// The schema was left by the earlier service: its events wait until it is adopted.
+    #[error(transparent)]
+    AwaitingAdoption(#[from] AwaitingAdoption),
     /// The schema belongs to an id that differs from this one only in case (SPEC §3).
     #[error("tenant {tenant} is refused: its schema {schema} belongs to tenant {owner} (ids that differ only in case share a schema)")]
     Owned {
@@ -74,6 +92,17 @@ pub struct Schemas {
     owners: Mutex<HashSet<TenantId>>,
     /// Months with a `messages` partition known to exist, per schema.
     partitions: Mutex<HashMap<String, HashSet<i32>>>,
+    /// Schemas found awaiting adoption, and when.
+    awaiting: Mutex<HashMap<String, Waiting>>,
+    /// Where operators see the schemas awaiting adoption (`/ready`).
+    notices: Notices,
+}
+
+/// A schema awaiting adoption, as last seen.
+struct Waiting {
+    refusal: AwaitingAdoption,
+    checked: Instant,
+    logged: Instant,
 }
 
 impl Schemas {
@@ -88,7 +117,14 @@ impl Schemas {
             ready: Mutex::default(),
             owners: Mutex::default(),
             partitions: Mutex::default(),
+            awaiting: Mutex::default(),
+            notices: Notices::default(),
         }
+    }
+
+    /// Shows the schemas awaiting adoption in `notices` (the process's `/ready`).
+    pub fn set_notices(&mut self, notices: Notices) {
+        self.notices = notices;
     }
 
     /// Whether the tenant is known to own its schema, ready at the latest migration.
@@ -115,6 +151,9 @@ impl Schemas {
         if self.owners.lock().expect("lock").contains(tenant) {
             return Ok(());
         }
+        if let Some(refusal) = self.still_awaiting(&tenant.schema_name()) {
+            return Err(refusal.into());
+        }
         self.ensure_schema(SYSTEM_SCHEMA).await?;
         let owner = super::tenants::claim(&self.pool, tenant).await?;
         if owner != tenant.as_str() {
@@ -124,23 +163,92 @@ impl Schemas {
                 owner,
             });
         }
-        self.ensure_schema(&tenant.schema_name()).await?;
+        self.prepare_schema(&tenant.schema_name(), Some(tenant))
+            .await?;
         self.owners.lock().expect("lock").insert(tenant.clone());
         Ok(())
     }
 
     /// Same as [`Schemas::ensure`] for a schema given by name (the system schema).
     pub async fn ensure_schema(&self, schema: &str) -> Result<(), SchemaError> {
+        self.prepare_schema(schema, None).await
+    }
+
+    /// Migrates `schema` (of `tenant`, when it is a tenant's), unless it awaits adoption.
+    async fn prepare_schema(
+        &self,
+        schema: &str,
+        tenant: Option<&TenantId>,
+    ) -> Result<(), SchemaError> {
         if self.ready.lock().expect("lock").contains(schema) {
             return Ok(());
         }
-        if self.auto_migrate {
-            migrate(&self.pool, schema).await?;
-        } else if applied_version(&self.pool, schema).await? < latest_version() {
-            return Err(SchemaError::NotMigrated(schema.to_owned()));
+        if let Some(refusal) = self.still_awaiting(schema) {
+            return Err(refusal.into());
+        }
+        let migrated = if self.auto_migrate {
+            migrate_ours(&self.pool, schema).await?
+        } else {
+            match super::adopt::standing(&self.pool, schema).await? {
+                Standing::Foreign(why) => Err(why),
+                _ if applied_version(&self.pool, schema).await? < latest_version() => {
+                    return Err(SchemaError::NotMigrated(schema.to_owned()))
+                }
+                _ => Ok(()),
+            }
+        };
+        if let Err(why) = migrated {
+            let refusal = AwaitingAdoption::new(schema, tenant, why);
+            self.note_awaiting(&refusal);
+            return Err(refusal.into());
+        }
+        if self.awaiting.lock().expect("lock").remove(schema).is_some() {
+            info!(schema, "schema adopted; its held events go through");
+            self.notices.clear(&notice_key(schema));
         }
         self.ready.lock().expect("lock").insert(schema.to_owned());
         Ok(())
+    }
+
+    /// The refusal of `schema` when it was found awaiting adoption less than
+    /// [`ADOPTION_RECHECK`] ago (so held events cost no query until it is looked at again).
+    fn still_awaiting(&self, schema: &str) -> Option<AwaitingAdoption> {
+        let awaiting = self.awaiting.lock().expect("lock");
+        let waiting = awaiting.get(schema)?;
+        (waiting.checked.elapsed() < ADOPTION_RECHECK).then(|| waiting.refusal.clone())
+    }
+
+    /// Remembers that a schema awaits adoption; logs it the first time and every
+    /// [`ADOPTION_LOG_EVERY`] after, and shows it on `/ready`.
+    fn note_awaiting(&self, refusal: &AwaitingAdoption) {
+        let now = Instant::now();
+        let mut awaiting = self.awaiting.lock().expect("lock");
+        let log = match awaiting.get_mut(&refusal.schema) {
+            Some(w) => {
+                w.checked = now;
+                let due = w.logged.elapsed() >= ADOPTION_LOG_EVERY;
+                if due {
+                    w.logged = now;
+                }
+                due
+            }
+            None => {
+                awaiting.insert(
+                    refusal.schema.clone(),
+                    Waiting {
+                        refusal: refusal.clone(),
+                        checked: now,
+                        logged: now,
+                    },
+                );
+                true
+            }
+        };
+        if log {
+            error!(schema = %refusal.schema, error = %refusal, "events refused until the schema is adopted");
+        }
+        self.notices
+            .set(notice_key(&refusal.schema), refusal.to_string());
     }
 
     /// Makes sure a `messages` partition exists for every month of `dates`.
@@ -166,7 +274,7 @@ impl Schemas {
         }
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .bind(format!("wa:partitions:{schema}"))
+            .bind(partitions_lock_key(&schema))
             .execute(&mut *tx)
             .await?;
         for &month in &missing {
@@ -206,7 +314,7 @@ async fn create_partition(
 ) -> Result<(), sqlx::Error> {
     let (from, to) = month_bounds(month);
     let (from, to) = (sql_date(from), sql_date(to));
-    let base = format!("messages_{}_{:02}", month / 12, month % 12 + 1);
+    let base = partition_name(month);
     let s = quote_ident(schema);
     for n in 0.. {
         let name = if n == 0 {
@@ -238,7 +346,8 @@ async fn create_partition(
             .execute(&mut *tx)
             .await?;
         match code.as_deref() {
-            None | Some("42P17") => return Ok(()),
+            None => return publish_like_siblings(tx, schema, &name).await,
+            Some("42P17") => return Ok(()),
             _ => {
                 let attached: bool = sqlx::query_scalar(
                     "SELECT EXISTS (SELECT 1 FROM pg_inherits
@@ -257,18 +366,103 @@ async fn create_partition(
     unreachable!("a free partition name is always found")
 }
 
+/// Adds a new `messages` partition to every publication that lists its sibling partitions one
+/// by one (as the earlier service's readers may have set up for change data capture), so it is
+/// published like them. A publication of the partitioned table itself, of the schema or of all
+/// tables already covers it. Failing to add it (the publication belongs to another role) is
+/// logged, not a failure of the write that needed the partition.
+async fn publish_like_siblings(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    partition: &str,
+) -> Result<(), sqlx::Error> {
+    for publication in publications_missing(conn, schema, partition).await? {
+        let added = format!(
+            "ALTER PUBLICATION {} ADD TABLE {}.{}",
+            quote_ident(&publication),
+            quote_ident(schema),
+            quote_ident(partition)
+        );
+        sqlx::query("SAVEPOINT publish").execute(&mut *conn).await?;
+        match sqlx::query(&added).execute(&mut *conn).await {
+            Ok(_) => {
+                sqlx::query("RELEASE SAVEPOINT publish")
+                    .execute(&mut *conn)
+                    .await?;
+                info!(
+                    schema,
+                    partition,
+                    publication,
+                    "new partition added to the publication of its siblings"
+                );
+            }
+            Err(e) if classify(&e) == DbFailure::Transient => {
+                sqlx::query("ROLLBACK TO SAVEPOINT publish")
+                    .execute(&mut *conn)
+                    .await?;
+                warn!(schema, partition, publication, error = %e, "the new partition could not be added to the publication of its siblings; add it by hand");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The publications that publish partitions of `schema.messages` one by one, but not
+/// `partition`.
+pub(crate) async fn publications_missing(
+    conn: &mut sqlx::PgConnection,
+    schema: &str,
+    partition: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(PUBLICATIONS_OF_SIBLINGS)
+        .bind(schema)
+        .bind(partition)
+        .fetch_all(conn)
+        .await
+}
+
+/// The publications that list partitions of `$1.messages` one by one (not `messages` itself,
+/// not every table), but not partition `$2`. Read from `pg_publication_rel` by index, never
+/// by expanding every publication's tables.
+const PUBLICATIONS_OF_SIBLINGS: &str = "
+WITH m AS (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND c.relname = 'messages'
+), new AS (
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = $1 AND c.relname = $2
+)
+SELECT DISTINCT p.pubname::text
+FROM m
+JOIN pg_inherits i ON i.inhparent = m.oid
+JOIN pg_publication_rel r ON r.prrelid = i.inhrelid
+JOIN pg_publication p ON p.oid = r.prpubid
+WHERE NOT p.puballtables
+  AND i.inhrelid NOT IN (SELECT oid FROM new)
+  AND NOT EXISTS (SELECT 1 FROM pg_publication_rel q
+                  WHERE q.prpubid = p.oid
+                    AND (q.prrelid = m.oid OR q.prrelid IN (SELECT oid FROM new)))
+ORDER BY 1";
+
+/// The name of the `messages` partition of `month` (`messages_YYYY_MM`).
+pub(crate) fn partition_name(month: i32) -> String {
+    format!("messages_{}_{:02}", month / 12, month % 12 + 1)
+}
+
 /// A date as Postgres reads it: chrono writes years past 9999 with a sign (`+10000-01-01`),
 /// which Postgres takes for a time zone, so December 9999's upper bound would be refused.
-fn sql_date(d: NaiveDate) -> String {
+pub(crate) fn sql_date(d: NaiveDate) -> String {
     format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
 }
 
 /// A month as the partition cache counts it.
-fn month_of(d: NaiveDate) -> i32 {
+pub(crate) fn month_of(d: NaiveDate) -> i32 {
     d.year() * 12 + d.month0() as i32
 }
 
-fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {
+/// The first day of `month` and of the month after it.
+pub(crate) fn month_bounds(month: i32) -> (NaiveDate, NaiveDate) {
     let date =
         |m: i32| NaiveDate::from_ymd_opt(m / 12, (m % 12 + 1) as u32, 1).expect("valid month");
     (date(month), date(month + 1))
@@ -278,27 +472,43 @@ pub fn latest_version() -> i32 {
     MIGRATIONS.last().map_or(0, |m| m.version)
 }
 
-/// Applies every pending migration to `schema` in one transaction under a per-schema lock, in
-/// three round trips whatever the number of migrations (lock; schema and what is applied;
-/// the pending migrations with their records) and the commit.
-pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
-    let ident = quote_ident(schema);
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-        .bind(format!("wa:migrate:{schema}"))
-        .execute(&mut *tx)
-        .await?;
-    let mut setup: Script<()> = Script::default();
-    setup.push_sql((), &format!("CREATE SCHEMA IF NOT EXISTS {ident}"));
-    setup.push_sql((), &format!("SET LOCAL search_path TO {ident}"));
-    setup.push_sql(
-        (),
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
+/// The table that records which migrations a schema has.
+pub(crate) const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
              version integer PRIMARY KEY,
              name text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
-         )",
-    );
+         )";
+
+/// Applies every pending migration to `schema` in one transaction under a per-schema lock.
+/// A schema the earlier service left is not touched: it is an error naming the schema, to be
+/// adopted with `wa-admin adopt` (see [`super::adopt`]).
+pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+    match migrate_ours(pool, schema).await? {
+        Ok(()) => Ok(()),
+        Err(why) => Err(sqlx::Error::Configuration(Box::new(AwaitingAdoption::new(
+            schema, None, why,
+        )))),
+    }
+}
+
+/// [`migrate`], with a schema that is not this service's as `Ok(Err(why))`. Three round trips
+/// whatever the number of migrations (how the schema stands, with its lock unless it is not
+/// ours; schema and what is applied; the pending migrations with their records) and the commit.
+/// The lock is not waited for on a schema that is not ours, so an adoption in progress (which
+/// holds it) never stalls the caller.
+async fn migrate_ours(pool: &PgPool, schema: &str) -> Result<Result<(), String>, sqlx::Error> {
+    let ident = quote_ident(schema);
+    let mut tx = pool.begin().await?;
+    let standing =
+        super::adopt::standing_then_lock(&mut tx, schema, &migrate_lock_key(schema)).await?;
+    if let Standing::Foreign(why) = standing {
+        tx.rollback().await?;
+        return Ok(Err(why));
+    }
+    let mut setup: Script<()> = Script::default();
+    setup.push_sql((), &format!("CREATE SCHEMA IF NOT EXISTS {ident}"));
+    setup.push_sql((), &format!("SET LOCAL search_path TO {ident}"));
+    setup.push_sql((), BOOKKEEPING);
     setup.push_sql((), "SELECT version FROM schema_migrations");
     let rows = setup.run(&mut tx).await.map_err(|e| e.error)?;
     let applied: Vec<i32> = rows
@@ -311,18 +521,15 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
         .filter(|m| !applied.contains(&m.version))
         .collect();
     if pending.is_empty() {
-        return tx.commit().await;
+        tx.commit().await?;
+        return Ok(Ok(()));
     }
     // Each migration is a file of statements; they run as one query, each followed by its
     // record (names are the crate's own, quoted as literals).
     let mut sql = String::new();
     for m in &pending {
         sql.push_str(m.sql);
-        sql.push_str(&format!(
-            "\n;\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}');\n",
-            m.version,
-            m.name.replace('\'', "''")
-        ));
+        sql.push_str(&format!("\n;\n{};\n", record_statement(&[m])));
     }
     sqlx::raw_sql(&sql).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -334,7 +541,43 @@ pub async fn migrate(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
             "applied migration"
         );
     }
-    Ok(())
+    Ok(Ok(()))
+}
+
+/// The statement recording `migrations` as applied.
+pub(crate) fn record_statement(migrations: &[&Migration]) -> String {
+    let values: Vec<String> = migrations
+        .iter()
+        .map(|m| format!("({}, '{}')", m.version, m.name.replace('\'', "''")))
+        .collect();
+    format!(
+        "INSERT INTO schema_migrations (version, name) VALUES {}",
+        values.join(", ")
+    )
+}
+
+/// Every migration's SQL, in order, as one text (run with `search_path` set to the schema).
+pub(crate) fn all_migrations_sql() -> String {
+    MIGRATIONS
+        .iter()
+        .map(|m| m.sql)
+        .collect::<Vec<_>>()
+        .join("\n;\n")
+}
+
+/// The advisory lock under which a schema is migrated (or adopted).
+pub(crate) fn migrate_lock_key(schema: &str) -> String {
+    format!("wa:migrate:{schema}")
+}
+
+/// The advisory lock under which a schema's partitions are created.
+pub(crate) fn partitions_lock_key(schema: &str) -> String {
+    format!("wa:partitions:{schema}")
+}
+
+/// The `/ready` notice of a schema awaiting adoption.
+fn notice_key(schema: &str) -> String {
+    format!("adoption:{schema}")
 }
 
 /// The highest migration applied to `schema` (0 when it has none).

@@ -146,7 +146,12 @@ pub(crate) fn switch_statement(tenant: &TenantId) -> String {
 }
 
 fn tenant_lock_key(tenant: &TenantId) -> String {
-    format!("wa:tenant:{}", tenant.schema_name())
+    schema_lock_key(&tenant.schema_name())
+}
+
+/// The advisory lock every writer of a tenant schema takes (and an adoption of it).
+pub(crate) fn schema_lock_key(schema: &str) -> String {
+    format!("wa:tenant:{schema}")
 }
 
 /// `s` as an SQL string literal (standard_conforming_strings is on since PostgreSQL 9.1).

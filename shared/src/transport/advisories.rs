@@ -192,7 +192,7 @@ pub fn recovered_dead_letters(
             .map(|d| dead_letter_message(event, d, max_retry, max_payload))
             .collect(),
         Outcome::DeadLetter(d) => vec![dead_letter_message(event, d, max_retry, max_payload)],
-        Outcome::Retry { .. } => {
+        Outcome::Retry { .. } | Outcome::Wait { .. } => {
             let why = if advisory.is_max_deliveries() {
                 format!(
                     "the server stopped delivering it after {} deliveries",
