@@ -185,11 +185,14 @@ async fn streams_are_reconciled_and_their_backlog_is_consumed() {
     .unwrap();
     s.publish(ChatUpdate, json!({"chat_id": "AG_1", "unread_count": 3}))
         .await;
-    let _rt = s.start("wa-realtime", &[]).await;
+    let rt = s.start("wa-realtime", &[]).await;
     let mut stream = s.js.get_stream("wa_events_stream").await.unwrap();
     let config = stream.info().await.unwrap().config.clone();
-    assert_eq!(config.max_age, Duration::from_secs(30 * 86400));
+    // Missing subjects are added; a max age below ours is reported, never changed (SPEC §1).
     assert_eq!(config.subjects.len(), 7, "{:?}", config.subjects);
+    assert_eq!(config.max_age, Duration::from_secs(3600));
+    let (_, ready) = rt.get("/ready").await.expect("/ready");
+    assert!(ready.contains("max_age is 1h (configured 30d)"), "{ready}");
     s.wait_count(WAIT, "SELECT count(*) FROM inbox", 1).await;
 }
 

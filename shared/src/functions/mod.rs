@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use clap::CommandFactory;
 
+use crate::http::Notices;
 use crate::model::{EventKind, Subject, TenantId};
 use sqlx::PgPool;
 
@@ -20,7 +21,7 @@ use crate::pipeline::{
 };
 use crate::settings::vars::FunctionVars;
 use crate::settings::Settings;
-use crate::transport::streams::ConsumerSpec;
+use crate::transport::streams::{tenant_subjects, ConsumerSpec};
 
 pub use dlq_retry::{DlqRetry, DLQ_RETRY};
 pub use events::{HISTORICAL, REALTIME};
@@ -113,31 +114,32 @@ impl FunctionSpec {
 
     /// The durable consumer this function binds; with `COMPANY_ID` it serves that tenant only.
     pub fn consumer(&self, settings: &Settings) -> ConsumerSpec {
-        let (durable, filter) = match &settings.company {
-            None => (self.durable.to_owned(), self.filter_all()),
-            Some(t) => (format!("{}_{t}", self.durable), self.filter_of(t)),
+        let (durable, filters) = match &settings.company {
+            None => (self.durable.to_owned(), self.filters_all()),
+            Some(t) => (format!("{}_{t}", self.durable), self.filters_of(t)),
         };
         ConsumerSpec {
             stream: self.stream,
             durable,
-            filter,
+            filters,
             max_ack_pending: (settings.batch_size as i64 * 4).max(1000),
         }
     }
 
-    fn filter_all(&self) -> String {
+    fn filters_all(&self) -> Vec<String> {
         match self.scope {
-            Scope::Stream => String::new(),
-            Scope::Kind(kind) => Subject::every_tenant(kind),
-            Scope::DeadLetters => Subject::every_dead_letter(),
+            Scope::Stream => Vec::new(),
+            Scope::Kind(kind) => vec![Subject::every_tenant(kind)],
+            Scope::DeadLetters => vec![Subject::every_dead_letter()],
         }
     }
 
-    fn filter_of(&self, tenant: &TenantId) -> String {
+    /// One tenant's subjects: one per subject base of the stream (SPEC §1).
+    fn filters_of(&self, tenant: &TenantId) -> Vec<String> {
         match self.scope {
-            Scope::Stream => Subject::every_kind_of(tenant),
-            Scope::Kind(kind) => Subject::format(kind, tenant.as_str()),
-            Scope::DeadLetters => Subject::dead_letter(tenant.as_str()),
+            Scope::Stream => tenant_subjects(self.stream, tenant),
+            Scope::Kind(kind) => vec![Subject::format(kind, tenant.as_str())],
+            Scope::DeadLetters => vec![Subject::dead_letter(tenant.as_str())],
         }
     }
 }
@@ -157,17 +159,29 @@ pub enum KindHandler {
 impl FunctionHandler {
     /// The handler of a `kind` function writing through `pool`.
     pub fn new(kind: FunctionKind, pool: PgPool, settings: ProcessorSettings) -> Self {
+        Self::with_notices(kind, pool, settings, Notices::default())
+    }
+
+    /// [`FunctionHandler::new`], showing the tenant schemas awaiting adoption in `notices`
+    /// (the process's `/ready`).
+    pub fn with_notices(
+        kind: FunctionKind,
+        pool: PgPool,
+        settings: ProcessorSettings,
+        notices: Notices,
+    ) -> Self {
+        let core = || Processor::new(pool.clone(), settings.clone()).with_notices(notices.clone());
         let inner = match kind {
-            FunctionKind::Events => {
-                KindHandler::Events(Arc::new(Processor::new(pool.clone(), settings.clone())))
-            }
-            FunctionKind::DlqRetry => {
-                let core = Arc::new(Processor::new(pool.clone(), settings.clone()));
-                KindHandler::DlqRetry(DlqRetry::new(core, pool.clone(), settings.clone()))
-            }
-            FunctionKind::Onboarding => {
-                KindHandler::Onboarding(Onboarding::new(pool.clone(), settings.clone()))
-            }
+            FunctionKind::Events => KindHandler::Events(Arc::new(core())),
+            FunctionKind::DlqRetry => KindHandler::DlqRetry(DlqRetry::with_notices(
+                Arc::new(core()),
+                pool.clone(),
+                settings.clone(),
+                notices.clone(),
+            )),
+            FunctionKind::Onboarding => KindHandler::Onboarding(
+                Onboarding::new(pool.clone(), settings.clone()).with_notices(notices.clone()),
+            ),
         };
         FunctionHandler(Counted::new(
             inner,
@@ -205,13 +219,18 @@ mod tests {
             spec.consumer(&settings)
         };
         let one = ["x", "--company-id", "C1"];
-        assert_eq!(c(&REALTIME, &["x"]).filter, "");
-        assert_eq!(c(&REALTIME, &one).filter, "v1.*.*.C1");
+        assert!(c(&REALTIME, &["x"]).filters.is_empty());
+        let rt = c(&REALTIME, &one).filters;
+        assert_eq!(rt.len(), 7);
+        assert!(rt
+            .iter()
+            .all(|f| f.starts_with("v1.") && f.ends_with(".C1")));
         assert_eq!(c(&REALTIME, &one).durable, "wa_realtime_C1");
-        assert_eq!(c(&ONBOARDING, &["x"]).filter, "v1.messages.upsert.*");
-        assert_eq!(c(&ONBOARDING, &one).filter, "v1.messages.upsert.C1");
-        assert_eq!(c(&DLQ_RETRY, &["x"]).filter, "v1.dlq.*");
-        assert_eq!(c(&DLQ_RETRY, &one).filter, "v1.dlq.C1");
+        assert_eq!(c(&HISTORICAL, &one).filters.len(), 3);
+        assert_eq!(c(&ONBOARDING, &["x"]).filters, ["v1.messages.upsert.*"]);
+        assert_eq!(c(&ONBOARDING, &one).filters, ["v1.messages.upsert.C1"]);
+        assert_eq!(c(&DLQ_RETRY, &["x"]).filters, ["v1.dlq.*"]);
+        assert_eq!(c(&DLQ_RETRY, &one).filters, ["v1.dlq.C1"]);
         assert_eq!(c(&DLQ_RETRY, &["x"]).max_ack_pending, 4096);
     }
 

@@ -69,8 +69,10 @@ pub struct Settings {
     pub batch_size: usize,
     pub batch_max_wait: Duration,
     pub batch_max_bytes: usize,
-    pub stream_replicas: usize,
-    pub dlq_max_age: Duration,
+    /// `STREAM_REPLICAS`: unset, an existing stream keeps its replicas.
+    pub stream_replicas: Option<usize>,
+    /// `DLQ_MAX_AGE`: unset, an existing `dlq_stream` keeps a longer age.
+    pub dlq_max_age: Option<Duration>,
     pub inbox_retention: Duration,
     pub http_port: u16,
     pub log: LogSettings,
@@ -121,7 +123,7 @@ impl Settings {
             batch_size: vars.fetch.batch_size as usize,
             batch_max_wait: vars.fetch.batch_max_wait,
             batch_max_bytes: vars.fetch.batch_max_bytes,
-            stream_replicas: usize::from(vars.streams.stream_replicas),
+            stream_replicas: vars.streams.stream_replicas.map(usize::from),
             dlq_max_age: vars.streams.dlq_max_age,
             inbox_retention: vars.streams.inbox_retention,
             http_port: ops.http_port.unwrap_or(0),
@@ -236,6 +238,23 @@ mod tests {
         assert!(err(&REALTIME, &["--tenant-allowlist", "A, b.c"]).contains("TENANT_ALLOWLIST"));
         assert!(err(&REALTIME, &["--batch-size", "0"]).contains("BATCH_SIZE"));
         assert!(err(&REALTIME, &["--nats-user", "u"]).contains("NATS_PASSWORD"));
+    }
+
+    #[test]
+    fn stream_settings_are_unset_unless_given() {
+        let r = parse(&REALTIME, &[]).unwrap();
+        assert_eq!((r.stream_replicas, r.dlq_max_age), (None, None));
+        let r = parse(
+            &REALTIME,
+            &["--stream-replicas", "3", "--dlq-max-age", "14d"],
+        )
+        .unwrap();
+        assert_eq!(r.stream_replicas, Some(3));
+        assert_eq!(r.dlq_max_age, Some(Duration::from_secs(14 * 86_400)));
+        let e = parse(&REALTIME, &["--stream-replicas", "9"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("STREAM_REPLICAS"), "{e}");
     }
 
     #[test]

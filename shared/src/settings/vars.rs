@@ -146,12 +146,14 @@ pub struct FetchVars {
 #[derive(Debug, Clone, Args)]
 #[command(next_help_heading = "Streams")]
 pub struct StreamVars {
-    /// replicas of the streams (3 on a JetStream cluster)
-    #[arg(long, env = "STREAM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
-    pub stream_replicas: u8,
-    /// how long dead letters are kept in dlq_stream
-    #[arg(long, env = "DLQ_MAX_AGE", default_value = "7d", value_parser = duration)]
-    pub dlq_max_age: Duration,
+    /// replicas of the streams (3 on a JetStream cluster), applied to existing streams too;
+    /// unset: a new stream gets 1 and an existing one keeps its own
+    #[arg(long, env = "STREAM_REPLICAS", value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub stream_replicas: Option<u8>,
+    /// how long dead letters are kept in dlq_stream, applied to an existing stream too; unset:
+    /// a new stream gets 7d and an existing one keeps a longer age
+    #[arg(long, env = "DLQ_MAX_AGE", value_parser = duration)]
+    pub dlq_max_age: Option<Duration>,
     /// how long processed-message ids are kept for deduplication
     #[arg(long, env = "INBOX_RETENTION", default_value = "30d", value_parser = duration)]
     pub inbox_retention: Duration,

@@ -108,20 +108,44 @@ async fn prune(conn: &mut PgConnection, max_age: std::time::Duration) -> Result<
     Ok(done.rows_affected())
 }
 
-/// [`prune`] in every tenant schema.
+/// [`prune`] in every tenant schema: the rows removed, per schema.
 pub async fn prune_all(
     pool: &sqlx::PgPool,
     max_age: std::time::Duration,
-) -> Result<u64, sqlx::Error> {
-    let mut total = 0;
-    for schema in super::schema::tenant_schemas(pool).await? {
+) -> Result<Vec<(String, u64)>, sqlx::Error> {
+    let mut removed = Vec::new();
+    for schema in with_inbox(pool).await? {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT set_config('search_path', $1, true)")
             .bind(crate::model::quote_ident(&schema))
             .execute(&mut *tx)
             .await?;
-        total += prune(&mut tx, max_age).await?;
+        let n = prune(&mut tx, max_age).await?;
         tx.commit().await?;
+        removed.push((schema, n));
     }
-    Ok(total)
+    Ok(removed)
+}
+
+/// The tenant schemas that have an inbox. The others await adoption (the earlier service's,
+/// see [`super::adopt`]) or have no tables yet: they are skipped, with one line for all of them.
+async fn with_inbox(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
+    let all = super::schema::tenant_schemas(pool).await?;
+    let with: Vec<String> = sqlx::query_scalar(
+        "SELECT n.nspname::text FROM pg_namespace n
+         WHERE n.nspname = ANY($1)
+           AND EXISTS (SELECT 1 FROM pg_class c
+                       WHERE c.relnamespace = n.oid AND c.relname = 'inbox' AND c.relkind = 'r')
+         ORDER BY 1",
+    )
+    .bind(&all)
+    .fetch_all(pool)
+    .await?;
+    if with.len() < all.len() {
+        tracing::info!(
+            skipped = all.len() - with.len(),
+            "inbox pruning skips tenant schemas without an inbox (awaiting adoption, or not created yet)"
+        );
+    }
+    Ok(with)
 }

@@ -6,5 +6,6 @@ pub mod dead_letter;
 pub mod held;
 pub mod nats;
 pub mod pull;
+pub mod reconcile;
 pub mod runner;
 pub mod streams;

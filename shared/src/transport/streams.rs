@@ -1,52 +1,91 @@
 //! The three streams and the durable pull consumers, created or reconciled at startup.
 //!
-//! Streams are never deleted or recreated: a configuration that differs is updated in place,
-//! and a difference the server refuses to update is reported as a startup error. Consumers
-//! are created or updated the same way, so pending messages survive restarts and changes.
+//! Streams are never deleted or recreated. A new stream gets the configured shape; an existing
+//! one is compared with it ([`super::reconcile`]): missing subjects are added and explicitly
+//! configured settings applied in place, an operator's tuning is kept, and what cannot be fixed
+//! safely is reported (the caller logs it and shows it on `/ready`) while the function runs on.
+//! Consumers are created or updated in place, so pending messages survive restarts and changes.
 
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use async_nats::jetstream::stream::{Config as StreamConfig, RetentionPolicy, StorageType};
+use async_nats::jetstream::context::{CreateStreamErrorKind, GetStreamError, GetStreamErrorKind};
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::Context;
+use async_nats::jetstream::ErrorCode;
 
-use crate::model::{Category, EventKind, Subject};
+use crate::model::{Category, EventKind, Subject, TenantId};
+
+use super::reconcile::{compare, new_stream_config, Comparison};
+pub use super::reconcile::{Difference, Setting, StreamSpec, Verdict};
 
 pub const REALTIME_STREAM: &str = "wa_events_stream";
 pub const HISTORY_STREAM: &str = "wa_history_events_stream";
 pub const DLQ_STREAM: &str = "dlq_stream";
 
-/// The shape a stream must have.
-#[derive(Debug, Clone)]
-pub struct StreamSpec {
-    pub name: &'static str,
-    pub subjects: Vec<String>,
-    pub max_age: Duration,
-    pub replicas: usize,
+/// The max age of the event streams (SPEC §1); an existing stream may keep a longer one.
+pub const EVENTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The max age of a new `dlq_stream` when `DLQ_MAX_AGE` is unset.
+pub const DEFAULT_DLQ_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Replicas of a new stream when `STREAM_REPLICAS` is unset.
+pub const DEFAULT_REPLICAS: usize = 1;
+
+/// The event kinds a stream stores (none for the dead-letter stream).
+pub fn kinds_of(stream: &str) -> Vec<EventKind> {
+    let category = match stream {
+        REALTIME_STREAM => Category::Realtime,
+        HISTORY_STREAM => Category::Historical,
+        _ => return Vec::new(),
+    };
+    EventKind::ALL
+        .into_iter()
+        .filter(|k| k.category() == category)
+        .collect()
 }
 
-const DAY: Duration = Duration::from_secs(24 * 3600);
+/// One tenant's subjects of an event stream: `<base>.<company_id>` per subject base.
+pub fn tenant_subjects(stream: &str, tenant: &TenantId) -> Vec<String> {
+    kinds_of(stream)
+        .into_iter()
+        .map(|k| Subject::format(k, tenant.as_str()))
+        .collect()
+}
 
-/// The three streams of SPEC §1.
+/// The three streams of SPEC §1 as the functions configure them: `STREAM_REPLICAS` and
+/// `DLQ_MAX_AGE` when set (applied to existing streams too), else the defaults for new streams.
+pub fn configured_specs(replicas: Option<usize>, dlq_max_age: Option<Duration>) -> Vec<StreamSpec> {
+    shaped(
+        Setting::or_default(replicas, DEFAULT_REPLICAS),
+        Setting::or_default(dlq_max_age, DEFAULT_DLQ_MAX_AGE),
+    )
+}
+
+/// The three streams with these values for new streams; existing streams keep their replicas
+/// and longer retention (tools and tests that create the streams before a function does).
 pub fn stream_specs(replicas: usize, dlq_max_age: Duration) -> Vec<StreamSpec> {
-    let of = |history: bool| {
-        EventKind::ALL
+    shaped(Setting::Default(replicas), Setting::Default(dlq_max_age))
+}
+
+fn shaped(replicas: Setting<usize>, dlq_max_age: Setting<Duration>) -> Vec<StreamSpec> {
+    let every_tenant = |stream| {
+        kinds_of(stream)
             .into_iter()
-            .filter(|k| (k.category() == Category::Historical) == history)
             .map(Subject::every_tenant)
             .collect()
     };
     vec![
         StreamSpec {
             name: REALTIME_STREAM,
-            subjects: of(false),
-            max_age: 30 * DAY,
+            subjects: every_tenant(REALTIME_STREAM),
+            max_age: Setting::Default(EVENTS_MAX_AGE),
             replicas,
         },
         StreamSpec {
             name: HISTORY_STREAM,
-            subjects: of(true),
-            max_age: 30 * DAY,
+            subjects: every_tenant(HISTORY_STREAM),
+            max_age: Setting::Default(EVENTS_MAX_AGE),
             replicas,
         },
         StreamSpec {
@@ -71,47 +110,145 @@ pub enum SetupError {
     },
 }
 
-/// Creates the stream, or brings an existing one to the configured shape.
-pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<(), SetupError> {
+/// What reconciling a stream found and did.
+#[derive(Debug, Clone)]
+pub struct Reconciled {
+    pub stream: &'static str,
+    /// The stream did not exist and was created with the configured shape.
+    pub created: bool,
+    pub differences: Vec<Difference>,
+    /// Why the [`Verdict::Update`] differences still stand (the server refused the update, or
+    /// did not apply all of it); reported.
+    pub refused: Option<String>,
+}
+
+impl Reconciled {
+    /// What an operator must look at: differences left alone because changing them is not
+    /// safe, and an update the server refused.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .differences
+            .iter()
+            .filter(|d| d.verdict == Verdict::Report)
+            .map(Difference::to_string)
+            .collect();
+        if let Some(why) = &self.refused {
+            let wanted: Vec<String> = self
+                .differences
+                .iter()
+                .filter(|d| d.verdict == Verdict::Update)
+                .map(Difference::to_string)
+                .collect();
+            out.push(format!("could not update ({}): {why}", wanted.join("; ")));
+        }
+        out
+    }
+
+    /// The `/ready` notice for [`Reconciled::problems`], if any.
+    pub fn notice(&self) -> Option<String> {
+        let problems = self.problems();
+        (!problems.is_empty()).then(|| {
+            format!(
+                "stream {} differs from its configured shape and was left as it is: {} (see `wa-admin streams`)",
+                self.stream,
+                problems.join("; ")
+            )
+        })
+    }
+
+    /// Logs what happened: updates and problems at WARN, kept tuning at INFO.
+    pub fn log(&self) {
+        if self.created {
+            tracing::info!(stream = self.stream, "stream created");
+        }
+        for d in &self.differences {
+            match (d.verdict, &self.refused) {
+                (Verdict::Update, None) => {
+                    tracing::warn!(stream = self.stream, difference = %d, "stream updated in place")
+                }
+                (Verdict::Keep, _) => {
+                    tracing::info!(stream = self.stream, difference = %d, "stream tuning kept")
+                }
+                _ => {}
+            }
+        }
+        for p in self.problems() {
+            tracing::warn!(stream = self.stream, problem = %p, "stream differs from its configured shape; left as it is");
+        }
+    }
+}
+
+/// Whether the server answered that the stream does not exist.
+pub fn is_stream_not_found(e: &GetStreamError) -> bool {
+    matches!(e.kind(), GetStreamErrorKind::JetStream(j) if j.kind() == ErrorCode::STREAM_NOT_FOUND)
+}
+
+/// Creates the stream with the configured shape, or reconciles an existing one with it. Errors
+/// are failures to talk to the server (worth retrying) or to create a missing stream; an update
+/// the server refuses is reported in [`Reconciled::refused`] instead.
+pub async fn ensure_stream(js: &Context, spec: &StreamSpec) -> Result<Reconciled, SetupError> {
     let fail = |error: String| SetupError::Stream {
         stream: spec.name.to_owned(),
         error,
     };
-    let desired = StreamConfig {
-        name: spec.name.to_owned(),
-        subjects: spec.subjects.clone(),
-        retention: RetentionPolicy::Limits,
-        storage: StorageType::File,
-        max_age: spec.max_age,
-        num_replicas: spec.replicas,
-        ..Default::default()
+    let current = match js.get_stream(spec.name).await {
+        Ok(stream) => stream.cached_info().config.clone(),
+        Err(e) if is_stream_not_found(&e) => {
+            match js.create_stream(new_stream_config(spec)).await {
+                Ok(_) => {
+                    return Ok(Reconciled {
+                        stream: spec.name,
+                        created: true,
+                        differences: Vec::new(),
+                        refused: None,
+                    })
+                }
+                // Another process created it meanwhile (with its own settings): reconcile that one.
+                Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(j) if j.kind() == ErrorCode::STREAM_NAME_EXIST) => {
+                    js.get_stream(spec.name)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?
+                        .cached_info()
+                        .config
+                        .clone()
+                }
+                Err(e) => return Err(fail(format!("cannot be created: {e}"))),
+            }
+        }
+        Err(e) => return Err(fail(e.to_string())),
     };
-    let stream = js
-        .get_or_create_stream(desired)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let current = stream.cached_info().config.clone();
-    let mut next = current.clone();
-    let mut subjects = spec.subjects.clone();
-    let mut have = current.subjects.clone();
-    subjects.sort();
-    have.sort();
-    if have != subjects {
-        next.subjects = spec.subjects.clone();
+    let Comparison {
+        differences,
+        update,
+    } = compare(spec, &current);
+    let mut refused = None;
+    if let Some(next) = update {
+        match js.update_stream(&next).await {
+            // nats-server 2.9 answers a single server's update to 3 replicas with success and
+            // keeps 1: what it did not apply is reported like a refusal.
+            Ok(info) => {
+                let kept: Vec<String> = compare(spec, &info.config)
+                    .differences
+                    .into_iter()
+                    .filter(|d| d.verdict == Verdict::Update)
+                    .map(|d| d.to_string())
+                    .collect();
+                if !kept.is_empty() {
+                    refused = Some(format!("the server kept {}", kept.join("; ")));
+                }
+            }
+            Err(e) if matches!(e.kind(), CreateStreamErrorKind::JetStream(_)) => {
+                refused = Some(e.to_string())
+            }
+            Err(e) => return Err(fail(format!("updating: {e}"))),
+        }
     }
-    next.max_age = spec.max_age;
-    next.num_replicas = spec.replicas.max(1);
-    next.retention = RetentionPolicy::Limits;
-    if next != current {
-        tracing::warn!(
-            stream = spec.name,
-            "stream configuration differs from the expected shape; updating it"
-        );
-        js.update_stream(&next)
-            .await
-            .map_err(|e| fail(format!("cannot be reconciled: {e}")))?;
-    }
-    Ok(())
+    Ok(Reconciled {
+        stream: spec.name,
+        created: false,
+        differences,
+        refused,
+    })
 }
 
 /// How long the server waits for an ack before delivering a message again. Independent of the
@@ -132,12 +269,40 @@ pub const KEEPALIVE: Duration = Duration::from_secs(10);
 pub struct ConsumerSpec {
     pub stream: &'static str,
     pub durable: String,
-    /// Empty: the whole stream.
-    pub filter: String,
+    /// The subjects it takes; empty: the whole stream. Several need nats-server 2.10
+    /// (`filter_subjects`); an older server takes one filter per consumer, so there the
+    /// consumer takes the whole stream and the runner acknowledges other tenants' events
+    /// unprocessed (they are their own consumers' to process).
+    pub filters: Vec<String>,
     pub max_ack_pending: i64,
 }
 
-/// Creates the durable consumer, or updates it in place to the configured shape.
+/// Whether a nats-server of this version (its `INFO`, e.g. `2.10.7`) takes `filter_subjects`:
+/// 2.10 and later. An unreadable version is tried (and falls back if refused).
+pub fn takes_filter_subjects(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(['.', '-'])
+        .map(|p| p.parse::<u64>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (2, 10),
+        _ => true,
+    }
+}
+
+/// The subjects a consumer actually takes (`filter_subject` or `filter_subjects`; empty: the
+/// whole stream).
+pub fn consumer_filters(config: &async_nats::jetstream::consumer::Config) -> Vec<String> {
+    if config.filter_subject.is_empty() {
+        config.filter_subjects.clone()
+    } else {
+        vec![config.filter_subject.clone()]
+    }
+}
+
+/// Creates the durable consumer, or updates it in place to the configured shape (a consumer an
+/// earlier release or nats-server 2.9 left on the whole stream is narrowed to its filters when
+/// the server takes them; the update keeps its pending messages).
 pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullConsumer, SetupError> {
     let fail = |error: String| SetupError::Consumer {
         stream: spec.stream.to_owned(),
@@ -148,9 +313,8 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         .get_stream(spec.stream)
         .await
         .map_err(|e| fail(e.to_string()))?;
-    let config = pull::Config {
+    let whole_stream = pull::Config {
         durable_name: Some(spec.durable.clone()),
-        filter_subject: spec.filter.clone(),
         ack_policy: AckPolicy::Explicit,
         deliver_policy: DeliverPolicy::All,
         max_deliver: -1,
@@ -158,22 +322,86 @@ pub async fn bind_consumer(js: &Context, spec: &ConsumerSpec) -> Result<PullCons
         max_ack_pending: spec.max_ack_pending,
         ..Default::default()
     };
-    match stream.create_consumer(config.clone()).await {
-        Ok(c) => Ok(c),
-        // nats-server 2.9 accepts only filters that are a subset of one stream subject, so
-        // `v1.*.*.<company>` is refused on the event streams: take the whole stream instead
-        // (the runner leaves other tenants' events to their own consumers).
-        Err(e) if !config.filter_subject.is_empty() && e.to_string().contains("10093") => {
-            tracing::warn!(consumer = %spec.durable, filter = %config.filter_subject, "the server refuses this filter subject; consuming the whole stream and skipping other tenants");
-            let config = pull::Config {
-                filter_subject: String::new(),
-                ..config
-            };
+    let version = js.client().server_info().version;
+    let config = match spec.filters.as_slice() {
+        [] => whole_stream.clone(),
+        [one] => pull::Config {
+            filter_subject: one.clone(),
+            ..whole_stream.clone()
+        },
+        several if takes_filter_subjects(&version) => pull::Config {
+            filter_subjects: several.to_vec(),
+            ..whole_stream.clone()
+        },
+        _ => {
+            tracing::info!(consumer = %spec.durable, server = %version, "this nats-server takes one filter per consumer: consuming the whole stream and acknowledging other tenants' events unprocessed");
+            whole_stream.clone()
+        }
+    };
+    let several = config.filter_subjects.len() > 1;
+    match stream.create_consumer(config).await {
+        Ok(c) => {
+            if several && c.cached_info().config.filter_subjects.is_empty() {
+                tracing::info!(consumer = %spec.durable, server = %version, "the server ignored filter_subjects: the consumer takes the whole stream and other tenants' events are acknowledged unprocessed");
+            }
+            Ok(c)
+        }
+        // A server (or the stream leader of a cluster being upgraded) that refuses several
+        // filters: the whole stream, as on 2.9.
+        Err(e) if several && matches!(e.kind(), ConsumerErrorKind::JetStream(_)) => {
+            tracing::warn!(consumer = %spec.durable, server = %version, error = %e, "the server refuses filter_subjects: consuming the whole stream and acknowledging other tenants' events unprocessed");
             stream
-                .create_consumer(config)
+                .create_consumer(whole_stream)
                 .await
                 .map_err(|e| fail(format!("cannot be created or updated in place: {e}")))
         }
         Err(e) => Err(fail(format!("cannot be created or updated in place: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    #[test]
+    fn filter_subjects_need_2_10() {
+        assert!(!takes_filter_subjects("2.9.10"));
+        assert!(!takes_filter_subjects("v2.9.25"));
+        assert!(takes_filter_subjects("2.10.0"));
+        assert!(takes_filter_subjects("2.10.0-beta.3"));
+        assert!(takes_filter_subjects("2.15.1"));
+        assert!(takes_filter_subjects("3.0.0"));
+        assert!(!takes_filter_subjects("1.4.1"));
+        assert!(takes_filter_subjects(""));
+    }
+
+    #[test]
+    fn tenant_subjects_cover_each_base_of_the_stream() {
+        let t = TenantId::parse("C1").unwrap();
+        let rt = tenant_subjects(REALTIME_STREAM, &t);
+        assert_eq!(rt.len(), 7);
+        assert!(rt.contains(&"v1.chats.upsert.C1".to_owned()));
+        assert!(rt.contains(&"v1.connection.update.C1".to_owned()));
+        let hist = tenant_subjects(HISTORY_STREAM, &t);
+        assert_eq!(hist.len(), 3);
+        assert!(hist.iter().all(|s| s.starts_with("v1.history.")));
+        assert!(tenant_subjects(DLQ_STREAM, &t).is_empty());
+    }
+
+    #[test]
+    fn unset_settings_shape_new_streams_only() {
+        let specs = configured_specs(None, None);
+        assert_eq!(specs.len(), 3);
+        assert!(specs
+            .iter()
+            .all(|s| s.replicas == Setting::Default(DEFAULT_REPLICAS)));
+        assert_eq!(specs[2].max_age, Setting::Default(DEFAULT_DLQ_MAX_AGE));
+        assert_eq!(specs[0].subjects.len(), 7);
+        let specs = configured_specs(Some(3), Some(DAY));
+        assert!(specs.iter().all(|s| s.replicas == Setting::Explicit(3)));
+        assert_eq!(specs[2].max_age, Setting::Explicit(DAY));
+        assert_eq!(specs[0].max_age, Setting::Default(30 * DAY));
     }
 }
