@@ -1,7 +1,8 @@
 //! The small HTTP surface of a running function: `/health`, `/ready`, `/metrics`.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,6 +19,34 @@ pub struct Readiness {
     pub nats: OnceLock<async_nats::Client>,
     pub bound: AtomicBool,
     pub metrics: Option<PrometheusHandle>,
+    /// Conditions an operator must act on that do not make the process unready (a tenant
+    /// schema waiting to be adopted, a stream that differs from its configured shape).
+    pub notices: Notices,
+}
+
+/// Named conditions shown by `/ready` under its status line, one per line, until cleared.
+/// Cheap to clone; every clone shares the same set.
+#[derive(Clone, Default)]
+pub struct Notices(Arc<Mutex<BTreeMap<String, String>>>);
+
+impl Notices {
+    /// Sets (or replaces) the notice named `key`.
+    pub fn set(&self, key: impl Into<String>, text: impl Into<String>) {
+        self.0
+            .lock()
+            .expect("notices")
+            .insert(key.into(), text.into());
+    }
+
+    /// Removes the notice named `key`, if any.
+    pub fn clear(&self, key: &str) {
+        self.0.lock().expect("notices").remove(key);
+    }
+
+    /// The current notices' texts, ordered by name.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.lock().expect("notices").values().cloned().collect()
+    }
 }
 
 impl Readiness {
@@ -27,6 +56,7 @@ impl Readiness {
             nats: OnceLock::new(),
             bound: AtomicBool::new(false),
             metrics,
+            notices: Notices::default(),
         })
     }
 
@@ -50,6 +80,26 @@ impl Readiness {
     }
 }
 
+impl Readiness {
+    /// Runs the readiness check every `every` and keeps the gauge
+    /// [`crate::metrics::READY`]`{process}` at 1 (ready) or 0, so it is current whether or
+    /// not anyone asks `/ready`. Runs until the process ends.
+    pub fn spawn_ready_gauge(self: &Arc<Self>, process: &str, every: Duration) {
+        let gauge = metrics::gauge!(crate::metrics::READY, "process" => process.to_owned());
+        gauge.set(0.0);
+        let state = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let ready = state.check().await.is_ok();
+                gauge.set(if ready { 1.0 } else { 0.0 });
+            }
+        });
+    }
+}
+
 pub fn router(state: Arc<Readiness>) -> Router {
     Router::new()
         .route("/health", get(|| async { "ok" }))
@@ -59,10 +109,15 @@ pub fn router(state: Arc<Readiness>) -> Router {
 }
 
 async fn ready(State(state): State<Arc<Readiness>>) -> (StatusCode, String) {
-    match state.check().await {
-        Ok(()) => (StatusCode::OK, "ready".into()),
+    let (status, mut body) = match state.check().await {
+        Ok(()) => (StatusCode::OK, String::from("ready")),
         Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    };
+    for notice in state.notices.texts() {
+        body.push('\n');
+        body.push_str(&notice);
     }
+    (status, body)
 }
 
 async fn metrics(State(state): State<Arc<Readiness>>) -> (StatusCode, String) {

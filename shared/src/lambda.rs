@@ -1,6 +1,6 @@
-//! Lambda mode: the batch request the bridge sends, the `batchItemFailures` response, and the
-//! handler loop on the Lambda Runtime API. The same core decides every outcome; only its
-//! wire form differs from the standalone runner's.
+//! Lambda mode: the batch request the bridge sends, the `batchItemFailures` response, the
+//! scheduled pruning request, and the handler loop on the Lambda Runtime API. The same core
+//! decides every outcome; only its wire form differs from the standalone runner's.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
 
 use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::metrics::Emf;
@@ -40,6 +41,42 @@ pub struct BatchRequest {
     pub records: Vec<Record>,
 }
 
+/// What an invocation asks for: a batch of messages from the bridge, or the scheduled pruning
+/// of the inboxes (`{"prune": {}}`, sent by the schedule in `template.yaml`).
+#[derive(Debug, Clone)]
+pub enum Invocation {
+    Batch(BatchRequest),
+    Prune,
+}
+
+/// The request of the scheduled pruning.
+pub const PRUNE_REQUEST: &str = r#"{"prune": {}}"#;
+
+impl Invocation {
+    /// Reads an invocation's payload; anything else is refused with an error that says what is
+    /// expected.
+    pub fn parse(payload: serde_json::Value) -> Result<Self, String> {
+        const EXPECTED: &str = r#"expected {"records": […]} (a batch from wa-bridge) or {"prune": {}} (the scheduled pruning)"#;
+        let serde_json::Value::Object(fields) = &payload else {
+            return Err(format!("the invocation is not a JSON object: {EXPECTED}"));
+        };
+        if fields.contains_key("records") {
+            return serde_json::from_value(payload)
+                .map(Invocation::Batch)
+                .map_err(|e| format!("invalid batch: {e}"));
+        }
+        match fields.get("prune") {
+            Some(serde_json::Value::Object(options)) if fields.len() == 1 && options.is_empty() => {
+                Ok(Invocation::Prune)
+            }
+            Some(_) => Err(format!(
+                r#"invalid pruning request: expected exactly {PRUNE_REQUEST} (the retention is INBOX_RETENTION)"#
+            )),
+            None => Err(format!("unrecognised invocation: {EXPECTED}")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
@@ -62,6 +99,10 @@ pub struct ItemFailure {
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub item_index: Option<usize>,
+    /// A `retry` that is no processing attempt: the record's tenant cannot take events yet
+    /// (its schema awaits adoption), so it waits without spending the delivery budget.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wait: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,6 +170,7 @@ pub fn to_response(records: &[Record], outcomes: &[Outcome]) -> BatchResponse {
             error_type: d.map(|d| d.error_type),
             error: d.map(|d| d.error.clone()),
             item_index: d.and_then(|d| d.item_index),
+            wait: false,
         };
         match o {
             Outcome::Ack => {}
@@ -138,6 +180,10 @@ pub fn to_response(records: &[Record], outcomes: &[Outcome]) -> BatchResponse {
                     .map(|d| entry(Action::DeadLetter, Some(d), None)),
             ),
             Outcome::Retry { delay } => failures.push(entry(Action::Retry, None, Some(*delay))),
+            Outcome::Wait { delay } => failures.push(ItemFailure {
+                wait: true,
+                ..entry(Action::Retry, None, Some(*delay))
+            }),
             Outcome::DeadLetter(d) => failures.push(entry(Action::DeadLetter, Some(d), None)),
         }
     }
@@ -169,6 +215,9 @@ pub fn from_response(records: &[Record], response: &BatchResponse) -> Vec<Outcom
             f.item_index,
             std::mem::replace(&mut outcomes[i], Outcome::Ack),
         ) {
+            (Action::Retry, _, _) if f.wait => Outcome::Wait {
+                delay: Duration::from_millis(f.delay_ms.unwrap_or(1000)),
+            },
             (Action::Retry, _, _) => Outcome::Retry {
                 delay: Duration::from_millis(f.delay_ms.unwrap_or(1000)),
             },
@@ -194,7 +243,7 @@ pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupE
     })?;
     let handler = Arc::new(FunctionHandler::new(
         spec.kind,
-        pool,
+        pool.clone(),
         settings.processor.clone(),
     ));
     let emf = Emf {
@@ -202,34 +251,66 @@ pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupE
         prefix: spec.metrics_prefix.to_owned(),
         consumer_type: spec.consumer_type,
     };
+    crate::metrics::emf_from_handlers(&emf.namespace);
     tracing::info!(bin = spec.bin, "serving Lambda invocations");
-    serve(handler, emf)
+    let pruning = Pruning {
+        pool,
+        retention: settings.inbox_retention,
+    };
+    serve(handler, emf, pruning)
         .await
         .map_err(|e| StartupError::Lambda(e.to_string()))
 }
 
+/// What the scheduled pruning prunes: the function's database, rows older than
+/// `INBOX_RETENTION`.
+pub struct Pruning {
+    pub pool: PgPool,
+    pub retention: Duration,
+}
+
 /// Serves invocations on the Lambda Runtime API until the runtime stops. An unavailable
-/// database fails the invocation, so the bridge retries the whole batch.
-pub async fn serve<H: Handler>(handler: Arc<H>, emf: Emf) -> Result<(), lambda_runtime::Error> {
+/// database fails the invocation, so the bridge retries the whole batch (and the schedule
+/// prunes again next time).
+pub async fn serve<H: Handler>(
+    handler: Arc<H>,
+    emf: Emf,
+    pruning: Pruning,
+) -> Result<(), lambda_runtime::Error> {
     let emf = Arc::new(emf);
+    let pruning = Arc::new(pruning);
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |event: lambda_runtime::LambdaEvent<BatchRequest>| {
+        move |event: lambda_runtime::LambdaEvent<serde_json::Value>| {
             let handler = handler.clone();
             let emf = emf.clone();
+            let pruning = pruning.clone();
             async move {
+                let records = match Invocation::parse(event.payload)? {
+                    Invocation::Batch(batch) => batch.records,
+                    Invocation::Prune => return prune(&pruning).await,
+                };
                 let started = std::time::Instant::now();
-                let records = event.payload.records;
                 let events = records
                     .iter()
                     .map(Record::to_event)
                     .collect::<Result<Vec<_>, _>>()?;
                 let outcomes = handler.handle(&events).await.map_err(|e| e.to_string())?;
                 emf.emit(&events, &outcomes, started.elapsed());
-                Ok::<_, lambda_runtime::Error>(to_response(&records, &outcomes))
+                Ok(serde_json::to_value(to_response(&records, &outcomes))?)
             }
         },
     ))
     .await
+}
+
+/// The scheduled pruning: the same pass as a standalone function's every six hours; the answer
+/// says what it removed (`{"pruned": …}`).
+async fn prune(pruning: &Pruning) -> Result<serde_json::Value, lambda_runtime::Error> {
+    let pruned = crate::startup::prune_once(&pruning.pool, pruning.retention)
+        .await
+        .map_err(|e| format!("pruning: {e}"))?;
+    pruned.log();
+    Ok(serde_json::json!({ "pruned": pruned }))
 }
 
 #[cfg(test)]
@@ -275,6 +356,58 @@ mod tests {
         assert_eq!(json["batchItemFailures"][1]["error_type"], "validation");
         let back: BatchResponse = serde_json::from_value(json).unwrap();
         assert_eq!(from_response(&records, &back), outcomes);
+    }
+
+    #[test]
+    fn a_wait_is_a_retry_marked_as_no_attempt() {
+        let records = vec![record("a")];
+        let outcomes = vec![Outcome::Wait {
+            delay: Duration::from_secs(5),
+        }];
+        let json = serde_json::to_value(to_response(&records, &outcomes)).unwrap();
+        let failure = &json["batchItemFailures"][0];
+        assert_eq!(
+            (&failure["action"], &failure["delay_ms"], &failure["wait"]),
+            (&"retry".into(), &5000.into(), &true.into())
+        );
+        let back: BatchResponse = serde_json::from_value(json).unwrap();
+        assert_eq!(from_response(&records, &back), outcomes);
+        // A plain retry carries no flag.
+        let retry = to_response(
+            &records,
+            &[Outcome::Retry {
+                delay: Duration::from_secs(1),
+            }],
+        );
+        assert!(serde_json::to_value(retry).unwrap()["batchItemFailures"][0]
+            .get("wait")
+            .is_none());
+    }
+
+    #[test]
+    fn invocations_are_batches_or_the_pruning() {
+        let batch = serde_json::to_value(BatchRequest {
+            records: vec![record("a")],
+        })
+        .unwrap();
+        assert!(
+            matches!(Invocation::parse(batch), Ok(Invocation::Batch(b)) if b.records.len() == 1)
+        );
+        let prune = serde_json::from_str(PRUNE_REQUEST).unwrap();
+        assert!(matches!(Invocation::parse(prune), Ok(Invocation::Prune)));
+        for bad in [
+            r#"{"prune": {"older_than": "1s"}}"#,
+            r#"{"prune": true}"#,
+            r#"{"hello": 1}"#,
+            r#"[]"#,
+            r#"{"records": [{"id": 1}]}"#,
+        ] {
+            let err = Invocation::parse(serde_json::from_str(bad).unwrap()).unwrap_err();
+            assert!(
+                err.contains("expected") || err.contains("invalid batch"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -12,11 +12,11 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::functions::{FunctionHandler, FunctionSpec};
-use crate::http::{self, Readiness};
+use crate::functions::{FunctionHandler, FunctionKind, FunctionSpec};
+use crate::http::{self, Notices, Readiness};
 #[cfg(feature = "cloudwatch")]
 use crate::metrics::CloudWatchSink;
-use crate::metrics::{install_prometheus, EventMetrics};
+use crate::metrics::{install_prometheus, register_exhausted, EventMetrics};
 use crate::pipeline::Handler;
 #[cfg(feature = "cloudwatch")]
 use crate::settings::MetricsSink;
@@ -25,7 +25,8 @@ use crate::store::{attempts, inbox};
 use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
 use crate::transport::streams::{
-    bind_consumer, ensure_stream, stream_specs, SetupError, KEEPALIVE,
+    bind_consumer, configured_specs, consumer_filters, ensure_stream, ConsumerSpec, SetupError,
+    KEEPALIVE,
 };
 
 /// Why a process could not start.
@@ -101,6 +102,7 @@ pub async fn start(
     let mut shutdown = shutdown_signal();
     let prometheus = install_prometheus()?;
     let ready = Readiness::new(pool, Some(prometheus));
+    ready.spawn_ready_gauge(&settings.nats.name, READY_EVERY);
     if settings.http_port != 0 {
         http::serve(settings.http_port, ready.clone())
             .await
@@ -121,6 +123,9 @@ pub async fn start(
         shutdown,
     }))
 }
+
+/// How often the readiness gauge is brought up to date (the readiness check pings Postgres).
+const READY_EVERY: Duration = Duration::from_secs(5);
 
 /// One consumer to run: the function whose consumer it binds (with that function's settings),
 /// the handler its batches go to, and how many runners share it.
@@ -145,13 +150,21 @@ pub async fn bind_runners<H: Handler>(
         ready,
         mut shutdown,
     } = started;
+    if setup_streams(&js, base, &ready.notices, &mut shutdown)
+        .await?
+        .is_none()
+    {
+        return Ok(());
+    }
     let mut runners = Vec::new();
     for b in bindings {
         let spec = b.spec.consumer(&b.settings);
-        let Some(consumer) = setup(&js, base, &spec, &mut shutdown).await? else {
+        let Some(consumer) = setup_consumer(&js, &spec, &mut shutdown).await? else {
             return Ok(());
         };
-        info!(function = b.spec.bin, consumer = %spec.durable, stream = spec.stream, filter = %spec.filter, "consumer bound");
+        let filters = consumer_filters(&consumer.cached_info().config);
+        info!(function = b.spec.bin, consumer = %spec.durable, stream = spec.stream, filters = ?filters, "consumer bound");
+        b.metrics.register();
         let settings = RunnerSettings {
             consumer: spec.durable.clone(),
             consumer_type: b.spec.consumer_type,
@@ -187,6 +200,9 @@ pub async fn run_standalone(
         return Ok(());
     };
     tokio::spawn(prune_inboxes(pool.clone(), settings.inbox_retention));
+    if spec.kind == FunctionKind::DlqRetry {
+        register_exhausted();
+    }
     let metrics = EventMetrics::new(spec.metrics_prefix, spec.consumer_type);
     #[cfg(feature = "cloudwatch")]
     let metrics = match &settings.metrics {
@@ -204,10 +220,11 @@ pub async fn run_standalone(
     let binding = Binding {
         spec,
         settings: settings.clone(),
-        handler: Arc::new(FunctionHandler::new(
+        handler: Arc::new(FunctionHandler::with_notices(
             spec.kind,
             pool,
             settings.processor.clone(),
+            started.ready.notices.clone(),
         )),
         metrics,
         runners: 1,
@@ -253,27 +270,67 @@ async fn connect_nats(
     }
 }
 
-/// Streams and the consumer; transient broker errors are retried, a lasting refusal is an error.
-async fn setup(
+/// Creates or reconciles the streams (SPEC §1). What reconciling changed or kept is logged;
+/// what it left different because changing it is not safe is logged and shown on `/ready` as a
+/// notice, and the process runs on. `None` when shutdown is requested meanwhile.
+async fn setup_streams(
     js: &Context,
     settings: &Settings,
-    consumer: &crate::transport::streams::ConsumerSpec,
+    notices: &Notices,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<()>, SetupError> {
+    let specs = &configured_specs(settings.stream_replicas, settings.dlq_max_age);
+    let reconcile = move || async move {
+        let mut done = Vec::new();
+        for spec in specs {
+            done.push(ensure_stream(js, spec).await?);
+        }
+        Ok(done)
+    };
+    let Some(reconciled) = retrying("setting up the streams", shutdown, reconcile).await? else {
+        return Ok(None);
+    };
+    for r in reconciled {
+        r.log();
+        let key = format!("stream:{}", r.stream);
+        match r.notice() {
+            Some(text) => notices.set(key, text),
+            None => notices.clear(&key),
+        }
+    }
+    Ok(Some(()))
+}
+
+/// Creates or updates the durable consumer in place.
+async fn setup_consumer(
+    js: &Context,
+    spec: &ConsumerSpec,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Option<PullConsumer>, SetupError> {
+    retrying("binding the consumer", shutdown, move || {
+        bind_consumer(js, spec)
+    })
+    .await
+}
+
+/// Runs `step` until it succeeds: a transient broker error (a leader election, a server
+/// restarting) is retried for ten seconds, a lasting one is returned. `None` on shutdown.
+async fn retrying<T, F, Fut>(
+    what: &str,
+    shutdown: &mut watch::Receiver<bool>,
+    mut step: F,
+) -> Result<Option<T>, SetupError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SetupError>>,
+{
     let mut attempt = 0u32;
     loop {
-        let result = async {
-            for s in stream_specs(settings.stream_replicas, settings.dlq_max_age) {
-                ensure_stream(js, &s).await?;
-            }
-            bind_consumer(js, consumer).await
-        }
-        .await;
-        match result {
-            Ok(c) => return Ok(Some(c)),
+        match step().await {
+            Ok(v) => return Ok(Some(v)),
             Err(e) if attempt < 10 => {
                 attempt += 1;
-                warn!(error = %e, attempt, "setting up streams and consumer");
+                warn!(error = %e, attempt, "{what}");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                     _ = shutdown.changed() => return Ok(None),
@@ -284,21 +341,65 @@ async fn setup(
     }
 }
 
-/// Forgets processed-message ids and processing attempts older than the retention, now and
-/// every six hours.
+/// Prunes the inboxes now and every six hours ([`prune_once`]).
 async fn prune_inboxes(pool: PgPool, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
     loop {
         tick.tick().await;
-        match inbox::prune_all(&pool, retention).await {
-            Ok(n) if n > 0 => info!(rows = n, "pruned inbox rows"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "pruning inbox rows"),
-        }
-        match attempts::prune(&pool, retention).await {
-            Ok(n) if n > 0 => info!(rows = n, "pruned processing attempts"),
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "pruning processing attempts"),
+        match prune_once(&pool, retention).await {
+            Ok(pruned) => pruned.log(),
+            Err(e) => warn!(error = %e, "pruning inboxes"),
         }
     }
+}
+
+/// What one pruning pass removed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Pruned {
+    /// Inbox rows removed, per tenant schema.
+    pub inbox: Vec<SchemaPruned>,
+    /// Their sum.
+    pub inbox_rows: u64,
+    /// Processing attempts removed (`wa_system.delivery_attempts`).
+    pub attempt_rows: u64,
+}
+
+/// The inbox rows one pruning pass removed from one tenant schema.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SchemaPruned {
+    pub schema: String,
+    pub rows: u64,
+}
+
+impl Pruned {
+    /// One line at INFO when anything was removed.
+    pub fn log(&self) {
+        if self.inbox_rows + self.attempt_rows > 0 {
+            info!(
+                inbox_rows = self.inbox_rows,
+                schemas = self.inbox.iter().filter(|s| s.rows > 0).count(),
+                attempt_rows = self.attempt_rows,
+                "pruned inboxes"
+            );
+        }
+    }
+}
+
+/// Forgets processed-message ids (every tenant's inbox) and processing attempts older than
+/// `retention`: beyond the streams' max age nothing can be redelivered. The one pruning pass,
+/// run by the standalone functions every six hours, by a scheduled Lambda invocation
+/// ([`crate::lambda::Invocation::Prune`]) and by `wa-admin prune`. Both parts are attempted;
+/// the first error is returned.
+pub async fn prune_once(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::Error> {
+    let inbox = inbox::prune_all(pool, retention).await;
+    let attempts = attempts::prune(pool, retention).await;
+    let inbox: Vec<SchemaPruned> = inbox?
+        .into_iter()
+        .map(|(schema, rows)| SchemaPruned { schema, rows })
+        .collect();
+    Ok(Pruned {
+        inbox_rows: inbox.iter().map(|s| s.rows).sum(),
+        inbox,
+        attempt_rows: attempts?,
+    })
 }

@@ -69,8 +69,11 @@ fn load() -> Result<BridgeSettings, clap::Error> {
     unset_blank_variables(&command());
     let mut cmd = command();
     let matches = cmd.try_get_matches_from_mut(std::env::args_os())?;
-    let base = Settings::from_matches(&REALTIME, &matches)
+    let mut base = Settings::from_matches(&REALTIME, &matches)
         .map_err(|e| cmd.error(clap::error::ErrorKind::ValueValidation, e))?;
+    // The process's own name (the server's connection list, the readiness gauge's `process`),
+    // not that of the function whose variables it borrows.
+    base.nats.name = "wa-bridge".into();
     let bridge = BridgeVars::from_arg_matches(&matches)?;
     let routes = bridge
         .bridge_routes
@@ -107,7 +110,10 @@ async fn run(settings: BridgeSettings) -> Result<(), StartupError> {
                     function: route.function,
                     timeout: bridge.bridge_invoke_timeout,
                 }),
-                metrics: EventMetrics::new(route.spec.metrics_prefix, route.spec.consumer_type),
+                // The functions behind the bridge have no `/metrics`: consumer lag, held
+                // batches and dead letters are the bridge's to report, as EMF lines too.
+                metrics: EventMetrics::new(route.spec.metrics_prefix, route.spec.consumer_type)
+                    .with_emf(base.metrics.namespace()),
                 runners: usize::from(bridge.bridge_concurrency),
                 settings,
             }

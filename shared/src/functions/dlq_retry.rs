@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use tracing::{error, info};
 
 use super::{Defaults, FunctionKind, FunctionSpec, Onboarding, Scope, ONBOARDING};
+use crate::http::Notices;
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
 use crate::pipeline::{
     DeadLetter, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, RetryPolicy,
@@ -16,6 +17,7 @@ use crate::pipeline::{
 };
 use crate::store::exhausted::{self, Home, NewExhausted};
 use crate::store::failure::{classify, DbFailure};
+use crate::store::schema::ADOPTION_RECHECK;
 use crate::store::{SchemaError, Schemas};
 use crate::transport::streams::DLQ_STREAM;
 
@@ -167,10 +169,24 @@ impl ExhaustedRow {
 impl DlqRetry {
     /// `core` re-runs events; `pool` and `settings` (dlq-retry's own) are for recording.
     pub fn new(core: Arc<Processor>, pool: PgPool, settings: ProcessorSettings) -> Self {
+        Self::with_notices(core, pool, settings, Notices::default())
+    }
+
+    /// [`DlqRetry::new`], showing the schemas awaiting adoption in `notices` (`/ready`).
+    pub fn with_notices(
+        core: Arc<Processor>,
+        pool: PgPool,
+        settings: ProcessorSettings,
+        notices: Notices,
+    ) -> Self {
+        let mut schemas = Schemas::new(pool.clone(), settings.auto_migrate);
+        schemas.set_notices(notices.clone());
         DlqRetry {
             core,
-            onboarding: Box::new(Onboarding::new(pool.clone(), settings.clone())),
-            schemas: Schemas::new(pool.clone(), settings.auto_migrate),
+            onboarding: Box::new(
+                Onboarding::new(pool.clone(), settings.clone()).with_notices(notices),
+            ),
+            schemas,
             retry: settings.retry_policy(),
             pool,
             settings,
@@ -271,8 +287,16 @@ impl DlqRetry {
             // A tenant refused because another id owns its schema (SPEC §3) is never written
             // into that schema: its exhausted events go to the system schema.
             if let Home::Tenant(t) = &r.home {
-                if let Err(SchemaError::Owned { .. }) = self.schemas.ensure(t).await {
-                    r.home = Home::System;
+                match self.schemas.ensure(t).await {
+                    Err(SchemaError::Owned { .. }) => r.home = Home::System,
+                    // Recorded once the schema is adopted; waiting is no attempt.
+                    Err(SchemaError::AwaitingAdoption(_)) => {
+                        outcomes[i] = Some(Outcome::Wait {
+                            delay: ADOPTION_RECHECK,
+                        });
+                        continue;
+                    }
+                    _ => {}
                 }
             }
             by_home.entry(r.home.clone()).or_default().push((i, r));
@@ -283,6 +307,7 @@ impl DlqRetry {
                 Ok(()) => {
                     for (i, r) in &rows {
                         error!(schema, subject = %r.source_subject, error_type = %r.error_type, error = %r.error, "event exhausted; recorded for operators");
+                        crate::metrics::exhausted(&r.error_type);
                         outcomes[*i] = Some(Outcome::Ack);
                     }
                 }
@@ -400,6 +425,7 @@ impl Handler for DlqRetry {
                     outcomes[i] = Some(Outcome::Ack);
                 }
                 Outcome::Retry { delay } => outcomes[i] = Some(Outcome::Retry { delay }),
+                Outcome::Wait { delay } => outcomes[i] = Some(Outcome::Wait { delay }),
                 Outcome::DeadLetter(d) => records.push((i, exhaust(&d))),
                 Outcome::AckWithDeadItems(items) => {
                     for d in &items {

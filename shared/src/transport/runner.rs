@@ -69,6 +69,11 @@ fn settle_plan(
                 warn!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, ?delay, "retrying later");
                 AckKind::Nak(Some(*delay))
             }
+            // Why it waits was logged where that was decided (once per tenant in a while).
+            Outcome::Wait { delay } => {
+                debug!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, ?delay, "waiting");
+                AckKind::Nak(Some(*delay))
+            }
             Outcome::DeadLetter(dl) => {
                 error!(subject = %event.subject, seq = event.stream_sequence, delivered = event.delivered, error_type = %dl.error_type, error = %dl.error, "dead-lettering");
                 dead.push(dead_letter_message(event, dl, max_retry, max_payload));
