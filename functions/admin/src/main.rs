@@ -1,6 +1,10 @@
-//! `wa-admin`: the operator CLI — tenants, schema migrations, and exhausted events (list, show,
-//! replay, resolve). Tables for people by default, `--json` for scripts.
+//! `wa-admin`: the operator CLI — tenants, schema migrations and adoption, streams, inbox
+//! pruning, and exhausted events (list, show, replay, resolve). Tables for people by default,
+//! `--json` for scripts.
 
+mod adopt;
+mod prune;
+mod streams;
 mod table;
 
 use std::process::ExitCode;
@@ -21,7 +25,7 @@ use wa_shared::transport::nats::NatsSettings;
 #[command(
     name = "wa-admin",
     version,
-    about = "Operator CLI for WA Events Processor: tenants, migrations, exhausted events",
+    about = "Operator CLI for WA Events Processor: tenants, migrations, adoption of Go-era schemas, streams, inbox pruning, exhausted events",
     after_help = "DATABASE_URL (alias POSTGRES_DSN) names the database; replay publishes to NATS_URL."
 )]
 struct Cli {
@@ -48,6 +52,15 @@ enum Command {
     /// Dead letters that outlived their retries.
     #[command(subcommand)]
     Exhausted(ExhaustedCommand),
+    /// The product streams next to their configured shape: differences, and what reconciling
+    /// changes, keeps or only reports; the consumers on each.
+    Streams(streams::StreamsArgs),
+    /// Forget processed-message ids and processing attempts older than INBOX_RETENTION (the
+    /// pruning the functions run every six hours), per tenant schema.
+    Prune(prune::PruneArgs),
+    /// Take over tenant schemas the earlier service left: bring them to the current migration
+    /// version without losing a row (--dry-run reports every change and makes none).
+    Adopt(adopt::AdoptArgs),
 }
 
 #[derive(Args, Clone)]
@@ -169,6 +182,10 @@ async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> anyhow::Result<Vec<S
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // Streams live in NATS alone: no database needed.
+    if let Command::Streams(args) = cli.command {
+        return streams::run(cli.nats, args, cli.json).await;
+    }
     let pool = wa_shared::store::connect(cli.db.url().expose(), 2)
         .await
         .context("DATABASE_URL")?;
@@ -176,6 +193,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tenants => tenants(&pool, cli.json).await,
         Command::Migrate { tenants } => migrate(&pool, tenants).await,
         Command::Exhausted(cmd) => exhausted_command(&pool, cli.nats, cmd, cli.json).await,
+        Command::Streams(_) => unreachable!("served above without a database"),
+        Command::Prune(args) => prune::run(&pool, args, cli.json).await,
+        Command::Adopt(args) => adopt::run(&pool, args, cli.json).await,
     }
 }
 
