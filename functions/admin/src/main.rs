@@ -161,6 +161,15 @@ fn schema_of(scope: &Scope) -> Result<String, ScopeError> {
 }
 
 /// Schemas that hold an `exhausted_events` table.
+/// The NATS connection of a command that needs one, named `wa-admin` on the server.
+async fn connect_nats(nats: NatsVars) -> anyhow::Result<async_nats::Client> {
+    let nats = NatsSettings::new(nats, "wa-admin");
+    nats.connect()
+        .await
+        .map_err(|e| anyhow!(e))
+        .with_context(|| format!("NATS_URL {}", nats.url.redacted()))
+}
+
 async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> anyhow::Result<Vec<String>> {
     if let Some(home) = home_of(scope)? {
         return Ok(vec![home.schema_name()]);
@@ -372,13 +381,7 @@ async fn replay(
     force: bool,
     json: bool,
 ) -> anyhow::Result<()> {
-    let nats = NatsSettings::new(nats, "wa-admin");
-    let client = nats
-        .connect()
-        .await
-        .map_err(|e| anyhow!(e))
-        .with_context(|| format!("NATS_URL {}", nats.url.redacted()))?;
-    let js = async_nats::jetstream::new(client);
+    let js = async_nats::jetstream::new(connect_nats(nats).await?);
     let total = events.len();
     let mut report = Vec::new();
     for (n, e) in events.into_iter().enumerate() {

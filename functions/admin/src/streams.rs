@@ -9,7 +9,6 @@ use clap::Args;
 use futures::TryStreamExt;
 use serde_json::{json, Value};
 use wa_shared::settings::vars::{NatsVars, StreamVars};
-use wa_shared::transport::nats::NatsSettings;
 use wa_shared::transport::reconcile::{compare, duration, Setting, DUPLICATE_WINDOW};
 use wa_shared::transport::streams::{
     configured_specs, consumer_filters, ensure_stream, is_stream_not_found, StreamSpec, Verdict,
@@ -28,12 +27,7 @@ pub struct StreamsArgs {
 }
 
 pub async fn run(nats: NatsVars, args: StreamsArgs, json: bool) -> anyhow::Result<()> {
-    let nats = NatsSettings::new(nats, "wa-admin");
-    let client = nats
-        .connect()
-        .await
-        .map_err(|e| anyhow!(e))
-        .with_context(|| format!("NATS_URL {}", nats.url.redacted()))?;
+    let client = crate::connect_nats(nats).await?;
     let server = client.server_info().version;
     let js = async_nats::jetstream::new(client);
     let specs = configured_specs(
