@@ -49,6 +49,10 @@ else
     fi
   fi
   if ! nats_up; then
+    if ! command -v nats-server >/dev/null 2>&1; then
+      echo "local-stack: NATS is not running and neither Docker nor nats-server is available (Debian: apt-get install nats-server)" >&2
+      exit 1
+    fi
     mkdir -p /var/lib/nats-server
     start-stop-daemon --start --oknodo --background --exec "$(command -v nats-server)" -- \
       -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server -l /var/log/nats-server.log

@@ -83,7 +83,13 @@ impl PrivateNats {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn nats-server");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e}; the tests start private NATS servers: install \
+                     nats-server (Debian: `apt-get install nats-server`) or set NATS_SERVER_BIN",
+                    self.binary.display()
+                )
+            });
         self.child = Some(child);
         wait_for_port(self.port, "nats-server", PORT_WITHIN);
     }
@@ -193,7 +199,12 @@ impl PrivatePostgres {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .expect("run initdb");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run initdb: {e}; the tests start private Postgres clusters: install \
+                     the PostgreSQL server (Debian: `apt-get install postgresql`)"
+                )
+            });
         assert!(status.success(), "initdb failed");
         let mut pg = PrivatePostgres {
             port: free_port(),

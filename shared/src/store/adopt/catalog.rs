@@ -178,7 +178,7 @@ fn shape(definition: &str) -> String {
 }
 
 /// A partition of `messages`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct Partition {
     pub name: String,
     pub default: bool,
@@ -189,8 +189,8 @@ pub(super) async fn partitions(
     conn: &mut PgConnection,
     schema: &str,
 ) -> Result<Vec<Partition>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'
+    sqlx::query_as(
+        "SELECT c.relname::text AS name, pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AS default
          FROM pg_inherits i
          JOIN pg_class c ON c.oid = i.inhrelid
          JOIN pg_class p ON p.oid = i.inhparent
@@ -200,19 +200,11 @@ pub(super) async fn partitions(
     )
     .bind(schema)
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Partition {
-                name: r.try_get(0)?,
-                default: r.try_get(1)?,
-            })
-        })
-        .collect()
+    .await
 }
 
 /// A publication that lists `messages` or some of its partitions.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct Publication {
     pub name: String,
     /// It publishes `messages` itself: new partitions are published with it.
@@ -225,8 +217,8 @@ pub(super) async fn publications(
     conn: &mut PgConnection,
     schema: &str,
 ) -> Result<Vec<Publication>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT p.pubname::text, bool_or(r.prrelid = m.oid) OR p.pubviaroot
+    sqlx::query_as(
+        "SELECT p.pubname::text AS name, bool_or(r.prrelid = m.oid) OR p.pubviaroot AS whole
          FROM pg_class m
          JOIN pg_namespace n ON n.oid = m.relnamespace AND n.nspname = $1
          JOIN pg_publication_rel r
@@ -238,15 +230,7 @@ pub(super) async fn publications(
     )
     .bind(schema)
     .fetch_all(&mut *conn)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(Publication {
-                name: r.try_get(0)?,
-                whole: r.try_get(1)?,
-            })
-        })
-        .collect()
+    .await
 }
 
 #[cfg(test)]
