@@ -83,6 +83,15 @@ test-long-rss: stack
     RSS_SECONDS="${RSS_SECONDS:-900}" \
       cargo test -p wa-integration-tests --test rss -- --nocapture
 
+# Variables: MOVE_MESSAGES (100000). A second Postgres cluster is started in a temporary folder;
+# prints `wa-admin`'s report: each step's time, rows and MB per table, copy rows/s.
+# A tenant move at size: `wa-admin tenants move` of a tenant with MOVE_MESSAGES messages while its
+# events keep arriving, ending identical to a control tenant that stayed.
+test-move-long: stack
+    cargo build -p wa-realtime -p wa-admin
+    MOVE_MESSAGES="${MOVE_MESSAGES:-100000}" cargo test -p wa-integration-tests --test placement_move \
+      -- a_tenant_moved_while_its_events_arrive_ends_like_one_that_stayed --nocapture
+
 # Criterion micro benchmarks: decode + validate + map per event type, with allocs/op.
 bench *ARGS:
     cargo bench -p wa-benches --bench handlers -- {{ARGS}}
@@ -90,6 +99,7 @@ bench *ARGS:
 # Every micro benchmark once (a smoke check; part of `just test`).
 bench-smoke:
     cargo test -p wa-benches --bench handlers
+    cargo test -p wa-benches --bench tracing_off
 
 # It DROPS and recreates database `wa_bench` (and scratch databases `wa_bench_*`) and DELETES and
 # recreates the product streams on the local NATS; writes target/bench-report/ (e2e.md, e2e.json,
@@ -99,11 +109,28 @@ bench-e2e *ARGS: stack
     cargo build --release -p wa-realtime -p wa-historical -p wa-benches --bins
     "$CARGO_TARGET_DIR/release/wa-bench-e2e" {{ARGS}}
 
+# Recreates database `wa_bench_tracing` and the product streams like bench-e2e; writes
+# target/bench-report/tracing.md and tracing.json; `--tracing-count`, `--tracing-rounds`.
+# What traces cost (release builds): wa-realtime draining the same events with traces off, at ratio 1.0 and at 0.01.
+bench-tracing *ARGS: stack
+    cargo build --release -p wa-realtime -p wa-benches --bins
+    "$CARGO_TARGET_DIR/release/wa-bench-e2e" --tracing-overhead {{ARGS}}
+
 # Resets the same databases and streams as bench-e2e; reports to target/bench-report/smoke/.
 # The end-to-end benchmark at tiny sizes with debug builds, every phase (a check that it still runs; in `just test`).
 bench-e2e-smoke: stack
     cargo build -p wa-realtime -p wa-historical -p wa-benches --bins
     "$CARGO_TARGET_DIR/debug/wa-bench-e2e" --smoke --quiet
+    "$CARGO_TARGET_DIR/debug/wa-bench-e2e" --smoke --quiet --placements 2
+    "$CARGO_TARGET_DIR/debug/wa-bench-e2e" --smoke --quiet --tracing-overhead
+
+# Recreates database `wa_bench_placement` and the product streams like bench-e2e, and starts a
+# second Postgres cluster (initdb, with the main server's settings) unless --placement-admin-url
+# names one; writes target/bench-report/placement.md and placement.json.
+# Tenant placement (release builds): wa-realtime with 64 tenants on one Postgres cluster, then half of them on a second.
+bench-placement *ARGS: stack
+    cargo build --release -p wa-realtime -p wa-benches --bins
+    "$CARGO_TARGET_DIR/release/wa-bench-e2e" --placements 2 {{ARGS}}
 
 # Publish a generated workload to NATS_URL, e.g. `just loadgen --count 100000 --rate 2000`.
 loadgen *ARGS:

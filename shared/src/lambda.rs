@@ -9,7 +9,6 @@ use std::time::Duration;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
 
 use crate::functions::{FunctionHandler, FunctionSpec};
 use crate::metrics::Emf;
@@ -17,6 +16,9 @@ use crate::model::ErrorType;
 use crate::pipeline::{DeadLetter, Handler, InboundEvent, Outcome};
 use crate::settings::{DbSettings, Settings};
 use crate::startup::{lazy_pool, StartupError};
+use crate::store::placement::Placements;
+use crate::telemetry::spans;
+use tracing::Instrument;
 
 /// One JetStream message, as the bridge hands it to the function.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -39,6 +41,12 @@ pub struct Record {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BatchRequest {
     pub records: Vec<Record>,
+    /// The W3C trace context of the bridge's invoke span: the handler's span continues it.
+    /// Each record's own `traceparent` header (its producer's) stays in its headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracestate: Option<String>,
 }
 
 /// What an invocation asks for: a batch of messages from the bridge, or the scheduled pruning
@@ -254,7 +262,7 @@ pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupE
     crate::metrics::emf_from_handlers(&emf.namespace);
     tracing::info!(bin = spec.bin, "serving Lambda invocations");
     let pruning = Pruning {
-        pool,
+        placements: Arc::new(Placements::new(pool, &settings.processor.tenant_databases)),
         retention: settings.inbox_retention,
     };
     serve(handler, emf, pruning)
@@ -262,10 +270,10 @@ pub async fn run(spec: &FunctionSpec, settings: Settings) -> Result<(), StartupE
         .map_err(|e| StartupError::Lambda(e.to_string()))
 }
 
-/// What the scheduled pruning prunes: the function's database, rows older than
+/// What the scheduled pruning prunes: the databases of every placement, rows older than
 /// `INBOX_RETENTION`.
 pub struct Pruning {
-    pub pool: PgPool,
+    pub placements: Arc<Placements>,
     pub retention: Duration,
 }
 
@@ -285,28 +293,58 @@ pub async fn serve<H: Handler>(
             let emf = emf.clone();
             let pruning = pruning.clone();
             async move {
-                let records = match Invocation::parse(event.payload)? {
-                    Invocation::Batch(batch) => batch.records,
+                let batch = match Invocation::parse(event.payload)? {
+                    Invocation::Batch(batch) => batch,
                     Invocation::Prune => return prune(&pruning).await,
                 };
-                let started = std::time::Instant::now();
-                let events = records
-                    .iter()
-                    .map(Record::to_event)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let outcomes = handler.handle(&events).await.map_err(|e| e.to_string())?;
-                emf.emit(&events, &outcomes, started.elapsed());
-                Ok(serde_json::to_value(to_response(&records, &outcomes))?)
+                let span = spans::lambda_handler(
+                    emf.consumer_type,
+                    batch.records.len(),
+                    batch.traceparent.as_deref(),
+                    batch.tracestate.as_deref(),
+                );
+                let answer = handle_batch(&*handler, &emf, &batch.records)
+                    .instrument(span.clone())
+                    .await;
+                if answer.is_err() {
+                    spans::failed(&span);
+                }
+                drop(span);
+                // The runtime is frozen between invocations: this one's spans leave now.
+                crate::telemetry::flush().await;
+                answer
             }
         },
     ))
     .await
 }
 
+/// One batch of an invocation: its outcomes in their Lambda form.
+async fn handle_batch<H: Handler>(
+    handler: &H,
+    emf: &Emf,
+    records: &[Record],
+) -> Result<serde_json::Value, lambda_runtime::Error> {
+    let started = std::time::Instant::now();
+    let events = records
+        .iter()
+        .map(Record::to_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    let span = tracing::info_span!("batch", size = events.len());
+    spans::link_producers(&span, events.iter().map(|e| e.headers.as_slice()));
+    async {
+        let outcomes = handler.handle(&events).await.map_err(|e| e.to_string())?;
+        emf.emit(&events, &outcomes, started.elapsed());
+        Ok(serde_json::to_value(to_response(records, &outcomes))?)
+    }
+    .instrument(span)
+    .await
+}
+
 /// The scheduled pruning: the same pass as a standalone function's every six hours; the answer
 /// says what it removed (`{"pruned": …}`).
 async fn prune(pruning: &Pruning) -> Result<serde_json::Value, lambda_runtime::Error> {
-    let pruned = crate::startup::prune_once(&pruning.pool, pruning.retention)
+    let pruned = crate::startup::prune_once(&pruning.placements, pruning.retention)
         .await
         .map_err(|e| format!("pruning: {e}"))?;
     pruned.log();
@@ -388,6 +426,7 @@ mod tests {
     fn invocations_are_batches_or_the_pruning() {
         let batch = serde_json::to_value(BatchRequest {
             records: vec![record("a")],
+            ..BatchRequest::default()
         })
         .unwrap();
         assert!(

@@ -8,7 +8,7 @@
 //! * [`settings`]: every variable, declared once; parsed and checked at startup.
 //! * [`startup`]: what every long-running binary does from settings to shutdown.
 //! * [`lambda`]: Lambda mode: the bridge's wire format and the Runtime API loop.
-//! * [`telemetry`], [`metrics`], [`http`]: logs, metrics, health.
+//! * [`telemetry`], [`metrics`], [`http`]: logs and traces, metrics, health.
 //! * `aws` (feature `aws`): the AWS SDK configuration (the bridge, the CloudWatch sink).
 
 #[cfg(feature = "aws")]

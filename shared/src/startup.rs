@@ -21,6 +21,7 @@ use crate::pipeline::Handler;
 #[cfg(feature = "cloudwatch")]
 use crate::settings::MetricsSink;
 use crate::settings::{DbSettings, Settings};
+use crate::store::placement::Placements;
 use crate::store::{attempts, inbox};
 use crate::transport::nats::NatsSettings;
 use crate::transport::runner::{Runner, RunnerSettings};
@@ -47,14 +48,16 @@ pub enum StartupError {
 /// Entry point of a function binary: settings, logs, then standalone or Lambda mode.
 pub fn main(spec: &'static FunctionSpec) -> ExitCode {
     let settings = Settings::load(spec);
-    settings.log.init();
     let lambda = std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some();
     let result = runtime().block_on(async {
-        if lambda {
+        let telemetry = settings.log.init();
+        let result = if lambda {
             crate::lambda::run(spec, settings).await
         } else {
             run_standalone(spec, settings).await
-        }
+        };
+        telemetry.shutdown().await;
+        result
     });
     exit(spec.bin, result)
 }
@@ -199,7 +202,13 @@ pub async fn run_standalone(
     let Some(started) = start(&settings, Some(pool.clone())).await? else {
         return Ok(());
     };
-    tokio::spawn(prune_inboxes(pool.clone(), settings.inbox_retention));
+    tokio::spawn(prune_inboxes(
+        Arc::new(Placements::new(
+            pool.clone(),
+            &settings.processor.tenant_databases,
+        )),
+        settings.inbox_retention,
+    ));
     if spec.kind == FunctionKind::DlqRetry {
         register_exhausted();
     }
@@ -341,12 +350,12 @@ where
     }
 }
 
-/// Prunes the inboxes now and every six hours ([`prune_once`]).
-async fn prune_inboxes(pool: PgPool, retention: Duration) {
+/// Prunes the inboxes of every placement now and every six hours ([`prune_once`]).
+async fn prune_inboxes(placements: Arc<Placements>, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(6 * 3600));
     loop {
         tick.tick().await;
-        match prune_once(&pool, retention).await {
+        match prune_once(&placements, retention).await {
             Ok(pruned) => pruned.log(),
             Err(e) => warn!(error = %e, "pruning inboxes"),
         }
@@ -368,6 +377,8 @@ pub struct Pruned {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SchemaPruned {
     pub schema: String,
+    /// The placement whose database holds the schema.
+    pub placement: String,
     pub rows: u64,
 }
 
@@ -385,18 +396,38 @@ impl Pruned {
     }
 }
 
-/// Forgets processed-message ids (every tenant's inbox) and processing attempts older than
-/// `retention`: beyond the streams' max age nothing can be redelivered. The one pruning pass,
-/// run by the standalone functions every six hours, by a scheduled Lambda invocation
-/// ([`crate::lambda::Invocation::Prune`]) and by `wa-admin prune`. Both parts are attempted;
-/// the first error is returned.
-pub async fn prune_once(pool: &PgPool, retention: Duration) -> Result<Pruned, sqlx::Error> {
-    let inbox = inbox::prune_all(pool, retention).await;
-    let attempts = attempts::prune(pool, retention).await;
-    let inbox: Vec<SchemaPruned> = inbox?
-        .into_iter()
-        .map(|(schema, rows)| SchemaPruned { schema, rows })
-        .collect();
+/// Forgets processed-message ids (every tenant's inbox, on every placement's database) and
+/// processing attempts (on the main database) older than `retention`: beyond the streams' max
+/// age nothing can be redelivered. The one pruning pass, run by the standalone functions every
+/// six hours, by a scheduled Lambda invocation ([`crate::lambda::Invocation::Prune`]) and by
+/// `wa-admin prune`. Every part is attempted; the first error is returned.
+pub async fn prune_once(
+    placements: &Placements,
+    retention: Duration,
+) -> Result<Pruned, sqlx::Error> {
+    let mut inbox = Vec::new();
+    let mut failed = None;
+    for name in placements.names() {
+        let pruned = match placements.db(&name) {
+            Ok(db) => inbox::prune_all(&db.pool, retention).await,
+            Err(e) => Err(sqlx::Error::Configuration(Box::new(e))),
+        };
+        match pruned {
+            Ok(schemas) => inbox.extend(schemas.into_iter().map(|(schema, rows)| SchemaPruned {
+                schema,
+                placement: name.clone(),
+                rows,
+            })),
+            Err(e) => {
+                warn!(placement = %name, error = %e, "pruning the inboxes of a placement");
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    let attempts = attempts::prune(&placements.main().pool, retention).await;
+    if let Some(e) = failed {
+        return Err(e);
+    }
     Ok(Pruned {
         inbox_rows: inbox.iter().map(|s| s.rows).sum(),
         inbox,

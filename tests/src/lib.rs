@@ -11,6 +11,7 @@ mod fixture;
 pub mod functions;
 pub mod lambda;
 pub mod ledger;
+pub mod otlp;
 pub mod publisher;
 pub mod rng;
 pub mod servers;
@@ -72,6 +73,26 @@ fn tenant_id(tenant: &str) -> TenantId {
 /// The producer fixtures shipped with the repo.
 pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/producer")
+}
+
+/// Loads the earlier service's schema and rows (`fixtures/dwep/`) into `schema`, as
+/// `psql -v schema=…` would. Loads are serialised: the fixture creates the database-wide
+/// publication `daisi_pub` once.
+pub async fn load_dwep(pool: &PgPool, schema: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwep");
+    let mut sql =
+        String::from("BEGIN;\nSELECT pg_advisory_xact_lock(hashtext('wa-tests:dwep'));\n");
+    for file in ["tenant_schema.sql", "tenant_rows.sql"] {
+        let text = std::fs::read_to_string(dir.join(file)).expect("fixture");
+        sql.push_str(&text.replace(":\"schema\"", &wa_shared::model::quote_ident(schema)));
+        sql.push('\n');
+    }
+    sql.push_str("COMMIT;\nRESET search_path;\n");
+    let mut conn = pool.acquire().await.expect("connection");
+    sqlx::raw_sql(&sql)
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("loading the fixture into {schema}: {e}"));
 }
 
 /// Every line of the fixture file for `kind`, with company `CMP001` replaced by `tenant`.

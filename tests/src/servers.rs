@@ -152,109 +152,119 @@ pub fn nats_server_version(binary: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// A private Postgres cluster (initdb in a temp dir), run as the `postgres` user when the
-/// tests run as root.
-pub struct PrivatePostgres {
-    pub port: u16,
-    dir: TempDir,
-    running: bool,
-}
+/// A private Postgres cluster ([`wa_testkit::PrivatePostgres`]) with the tests' settings: no
+/// fsync, 50 connections.
+pub struct PrivatePostgres(wa_testkit::PrivatePostgres);
 
-fn pg_bin(name: &str) -> String {
-    for dir in ["/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/15/bin"] {
-        let p = format!("{dir}/{name}");
-        if Path::new(&p).exists() {
-            return p;
-        }
-    }
-    name.to_owned()
-}
-
-fn as_postgres(program: &str) -> Command {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0"))
-        .unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", program]);
-        c
-    } else {
-        Command::new(program)
-    }
-}
+/// Server settings of the tests' private clusters.
+const TEST_POSTGRES: &[(&str, &str)] = &[("fsync", "off"), ("max_connections", "50")];
 
 impl PrivatePostgres {
     pub fn start() -> Self {
-        let dir = TempDir::new("wa-pg");
-        let _ = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        let data = dir.path().join("data");
-        let status = as_postgres(&pg_bin("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run initdb: {e}; the tests start private Postgres clusters: install \
-                     the PostgreSQL server (Debian: `apt-get install postgresql`)"
-                )
-            });
-        assert!(status.success(), "initdb failed");
-        let mut pg = PrivatePostgres {
-            port: free_port(),
-            dir,
-            running: false,
-        };
-        pg.restart();
-        pg
+        PrivatePostgres(wa_testkit::PrivatePostgres::start(TEST_POSTGRES).unwrap())
     }
 
+    /// The URL of database `postgres`.
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        self.0.url()
     }
 
+    /// The URL of database `database` on this cluster.
+    pub fn url_of(&self, database: &str) -> String {
+        self.0.url_of(database)
+    }
+
+    /// Starts the server again, on the same port and data.
     pub fn restart(&mut self) {
-        let opts = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=50",
-            self.port,
-            self.dir.path().display()
-        );
-        let status = as_postgres(&pg_bin("pg_ctl"))
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-o", &opts, "-l"])
-            .arg(self.dir.path().join("pg.log"))
-            .args(["-w", "start"])
-            .stdout(Stdio::null())
-            .status()
-            .expect("pg_ctl start");
-        assert!(status.success(), "pg_ctl start failed");
-        self.running = true;
-        wait_for_port(self.port, "postgres", PORT_WITHIN);
+        self.0.restart().unwrap()
     }
 
     /// Stops the server immediately (connections are cut, like a crash of the database).
     pub fn stop(&mut self) {
-        if self.running {
-            let _ = as_postgres(&pg_bin("pg_ctl"))
-                .arg("-D")
-                .arg(self.dir.path().join("data"))
-                .args(["-m", "immediate", "-w", "stop"])
-                .stdout(Stdio::null())
-                .status();
-            self.running = false;
+        self.0.stop()
+    }
+
+    /// A started cluster with database `database` created on it, and that database's URL (a
+    /// second Postgres cluster for tenants placed on it, SPEC §17).
+    pub async fn with_database(database: &str) -> (Self, String) {
+        use sqlx::Connection;
+        let pg = Self::start();
+        let mut admin = sqlx::PgConnection::connect(&pg.url())
+            .await
+            .expect("connect to the private cluster");
+        sqlx::raw_sql(&format!(
+            "CREATE DATABASE {}",
+            wa_shared::model::quote_ident(database)
+        ))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("creating database {database}: {e}"));
+        let _ = admin.close().await;
+        let url = pg.url_of(database);
+        (pg, url)
+    }
+}
+
+/// A database of its own on the shared Postgres (the server of [`crate::database_url`]),
+/// dropped with it: the main database of a test whose `wa_system` must hold its tenants only.
+pub struct OwnDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl OwnDatabase {
+    /// A new database `<prefix><random>`.
+    pub async fn create(prefix: &str) -> Self {
+        let name = format!(
+            "{prefix}{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        on_shared_server(&format!(
+            "CREATE DATABASE {}",
+            wa_shared::model::quote_ident(&name)
+        ))
+        .await;
+        let (base, _) = crate::database_url()
+            .rsplit_once('/')
+            .map(|(b, d)| (b.to_owned(), d.to_owned()))
+            .expect("a database URL");
+        OwnDatabase {
+            url: format!("{base}/{name}"),
+            name,
         }
     }
 }
 
-impl Drop for PrivatePostgres {
+impl Drop for OwnDatabase {
     fn drop(&mut self) {
-        self.stop();
+        let sql = format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            wa_shared::model::quote_ident(&self.name)
+        );
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(on_shared_server(&sql))
+        })
+        .join();
     }
+}
+
+/// Runs `sql` on the shared Postgres's `postgres` database.
+async fn on_shared_server(sql: &str) {
+    use sqlx::Connection;
+    let (base, _) = crate::database_url()
+        .rsplit_once('/')
+        .map(|(b, d)| (b.to_owned(), d.to_owned()))
+        .expect("a database URL");
+    let mut conn = sqlx::PgConnection::connect(&format!("{base}/postgres"))
+        .await
+        .expect("connect to the shared Postgres");
+    sqlx::raw_sql(sql)
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
 }

@@ -31,25 +31,6 @@ const FIXTURE_TABLES: [&str; 6] = [
     "exhausted_events",
 ];
 
-/// Loads the earlier service's schema and rows into `schema`, as `psql -v schema=…` would.
-/// Loads are serialised: the fixture creates the database-wide publication `daisi_pub` once.
-async fn load_dwep(pool: &PgPool, schema: &str) {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/dwep");
-    let mut sql =
-        String::from("BEGIN;\nSELECT pg_advisory_xact_lock(hashtext('wa-tests:dwep'));\n");
-    for file in ["tenant_schema.sql", "tenant_rows.sql"] {
-        let text = std::fs::read_to_string(dir.join(file)).expect("fixture");
-        sql.push_str(&text.replace(":\"schema\"", &quote_ident(schema)));
-        sql.push('\n');
-    }
-    sql.push_str("COMMIT;\nRESET search_path;\n");
-    let mut conn = pool.acquire().await.expect("connection");
-    sqlx::raw_sql(&sql)
-        .execute(&mut *conn)
-        .await
-        .unwrap_or_else(|e| panic!("loading the fixture into {schema}: {e}"));
-}
-
 /// Everything the schema is made of: relations, columns (type, NULLs, default), constraints
 /// and what publications publish of it.
 async fn fingerprint(pool: &PgPool, schema: &str) -> String {

@@ -21,6 +21,22 @@ async fn main() -> ExitCode {
 }
 
 async fn run(settings: &Settings) -> e2e::Result<()> {
+    if settings.tracing_overhead {
+        let overhead = e2e::run_tracing(settings).await?;
+        print!("\n{}", overhead.markdown());
+        let files = overhead.write(&settings.out_dir())?;
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        println!("\nreport: {}", names.join(", "));
+        return Ok(());
+    }
+    if settings.placements > 1 {
+        let placements = e2e::run_placements(settings).await?;
+        print!("\n{}", placements.markdown());
+        let files = placements.write(&settings.out_dir())?;
+        let names: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+        println!("\nreport: {}", names.join(", "));
+        return Ok(());
+    }
     let results = e2e::run(settings).await?;
     print!("\n{}", e2e::table::text(&results));
     let files = e2e::write_report(&results, &settings.out_dir())?;

@@ -31,6 +31,7 @@ pub mod error;
 pub mod latency;
 pub mod machine;
 pub mod output;
+pub mod placement;
 pub mod raw_batch;
 pub mod raw_jetstream;
 pub mod raw_sql;
@@ -42,6 +43,7 @@ pub mod stack;
 pub mod sweep;
 pub mod table;
 pub mod throughput;
+pub mod tracing;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -465,6 +467,83 @@ pub async fn run(settings: &Settings) -> Result<Results> {
         dead_letters,
         wall: wall.elapsed(),
     })
+}
+
+/// The tracing overhead phase alone (`--tracing-overhead`): see [`tracing`].
+pub async fn run_tracing(settings: &Settings) -> Result<tracing::Overhead> {
+    let _ = STARTED.set(Instant::now());
+    let logs = settings.out_dir().join("logs");
+    std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
+    let bin_dir = match &settings.bin_dir {
+        Some(dir) => dir.clone(),
+        None => wa_testkit::bin_dir()?,
+    };
+    if !bin_dir.join("wa-realtime").is_file() {
+        return Err(Error::new(format!(
+            "{} not found; build it (cargo build --release -p wa-realtime) or pass --bin-dir",
+            bin_dir.join("wa-realtime").display()
+        )));
+    }
+    if profile_of(&bin_dir) != "release" && !settings.smoke {
+        eprintln!("warning: the function binaries in {} are not a release build: the numbers do not represent the product", bin_dir.display());
+    }
+    let client = async_nats::connect(&settings.nats_url)
+        .await
+        .context(format_args!("connecting to NATS at {}", settings.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    stack::reset_streams(&js).await?;
+    eprintln!(
+        "{} tracing overhead: {} rounds of traces off, ratio 1.0 and ratio 0.01, {} events each",
+        stamp(),
+        settings.tracing_rounds,
+        n(settings.tracing_count as f64)
+    );
+    let stage = Stage {
+        settings,
+        js: &js,
+        bin_dir: &bin_dir,
+        logs: &logs,
+    };
+    tracing::run(&stage).await
+}
+
+/// The placement comparison alone (`--placements 2`): see [`placement`].
+pub async fn run_placements(settings: &Settings) -> Result<placement::Placements> {
+    let _ = STARTED.set(Instant::now());
+    let logs = settings.out_dir().join("logs");
+    std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
+    let bin_dir = match &settings.bin_dir {
+        Some(dir) => dir.clone(),
+        None => wa_testkit::bin_dir()?,
+    };
+    if !bin_dir.join("wa-realtime").is_file() {
+        return Err(Error::new(format!(
+            "{} not found; build it (cargo build --release -p wa-realtime) or pass --bin-dir",
+            bin_dir.join("wa-realtime").display()
+        )));
+    }
+    if profile_of(&bin_dir) != "release" && !settings.smoke {
+        eprintln!("warning: the function binaries in {} are not a release build: the numbers do not represent the product", bin_dir.display());
+    }
+    let client = async_nats::connect(&settings.nats_url)
+        .await
+        .context(format_args!("connecting to NATS at {}", settings.nats_url))?;
+    let js = async_nats::jetstream::new(client);
+    stack::reset_streams(&js).await?;
+    eprintln!(
+        "{} placement: {} rounds of {} tenants on one Postgres cluster and on two, {} events each",
+        stamp(),
+        settings.placement_rounds,
+        settings.placement_tenants,
+        n(settings.placement_count as f64)
+    );
+    let stage = Stage {
+        settings,
+        js: &js,
+        bin_dir: &bin_dir,
+        logs: &logs,
+    };
+    placement::run(&stage).await
 }
 
 /// Publish→commit latency with `tenants` tenants: a fresh `wa-realtime` on a scratch database,

@@ -141,6 +141,39 @@ pub struct Settings {
     #[arg(long, default_value_t = 100_000)]
     pub rss_events: u64,
 
+    /// Measure only what traces cost: wa-realtime draining --tracing-count events with traces
+    /// off, at ratio 1.0 and at 0.01 (to a local receiver that discards them), --tracing-rounds
+    /// times each; writes tracing.md and tracing.json.
+    #[arg(long)]
+    pub tracing_overhead: bool,
+    /// Realtime events drained per run of --tracing-overhead.
+    #[arg(long, default_value_t = 100_000)]
+    pub tracing_count: u64,
+    /// Rounds of --tracing-overhead (each runs every configuration once).
+    #[arg(long, default_value_t = 3)]
+    pub tracing_rounds: usize,
+
+    /// 2: measure only tenant placement (SPEC §17): wa-realtime draining --placement-count
+    /// events of --placement-tenants tenants all on the main database, and with every other
+    /// tenant on a second Postgres cluster, --placement-rounds times each; writes placement.md
+    /// and placement.json.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub placements: u8,
+    /// Tenants of --placements 2.
+    #[arg(long, default_value_t = 64)]
+    pub placement_tenants: usize,
+    /// Realtime events drained per run of --placements 2.
+    #[arg(long, default_value_t = 100_000)]
+    pub placement_count: u64,
+    /// Rounds of --placements 2 (each runs one cluster and two clusters once).
+    #[arg(long, default_value_t = 3)]
+    pub placement_rounds: usize,
+    /// Admin connection to the second Postgres server of --placements 2 (the scratch database
+    /// <database>_placement_2 is created through it); by default the benchmark starts a private
+    /// cluster (initdb, pg_ctl) on a free port, with the main server's settings.
+    #[arg(long)]
+    pub placement_admin_url: Option<String>,
+
     /// Extra environment for both functions, e.g. --function-env BATCH_SIZE=512 (repeatable).
     #[arg(long = "function-env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub function_env: Vec<(String, String)>,
@@ -166,6 +199,11 @@ impl Settings {
             self.latency_tenants = vec![4, 16];
             self.burst_tenants = 20;
             self.rss_events = 500;
+            self.placement_tenants = self.placement_tenants.min(8);
+            self.placement_count = 1_000;
+            self.placement_rounds = 1;
+            self.tracing_count = 1_000;
+            self.tracing_rounds = 1;
         }
         if self.full_sweep {
             self.tenants_sweep = FULL_SWEEP.to_vec();
@@ -228,6 +266,12 @@ impl Settings {
             "burst_tenants": self.burst_tenants,
             "burst_events_per_tenant": self.burst_events_per_tenant,
             "rss_events": self.rss_events,
+            "tracing_count": self.tracing_count,
+            "tracing_rounds": self.tracing_rounds,
+            "placements": self.placements,
+            "placement_tenants": self.placement_tenants,
+            "placement_count": self.placement_count,
+            "placement_rounds": self.placement_rounds,
             "sample_interval_ms": self.sample_interval.as_secs_f64() * 1e3,
             "function_env": self.function_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
         })

@@ -1,14 +1,16 @@
 //! `wa-admin adopt`: takes over the tenant schemas the earlier service left (SPEC §16), one
-//! transaction per schema; `--dry-run` reports every change without making it.
+//! transaction per schema, each on the database of its placement; `--dry-run` reports every
+//! change without making it.
 
 use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
-use sqlx::PgPool;
 use wa_shared::model::TenantId;
 use wa_shared::store::adopt::{self, Report};
+use wa_shared::store::placement::Placements;
 
 use crate::table;
+use crate::tenants;
 
 #[derive(Args)]
 pub struct AdoptArgs {
@@ -21,24 +23,32 @@ pub struct AdoptArgs {
     dry_run: bool,
 }
 
-pub async fn run(pool: &PgPool, args: AdoptArgs, json: bool) -> anyhow::Result<()> {
-    let schemas: Vec<String> = if args.tenants.is_empty() {
-        adopt::awaiting(pool)
-            .await
-            .context("looking for schemas awaiting adoption")?
+pub async fn run(placements: &Placements, args: AdoptArgs, json: bool) -> anyhow::Result<()> {
+    let mut schemas = Vec::new();
+    if args.tenants.is_empty() {
+        for name in placements.names() {
+            let db = placements.db(&name)?;
+            for schema in adopt::awaiting(&db.pool)
+                .await
+                .with_context(|| format!("looking for schemas awaiting adoption on {name}"))?
+            {
+                schemas.push((schema, db.clone()));
+            }
+        }
     } else {
-        args.tenants
-            .iter()
-            .map(|t| TenantId::parse(t).map(|t| t.schema_name()))
-            .collect::<Result<_, _>>()?
-    };
+        for t in &args.tenants {
+            let placed = tenants::locate(placements, &TenantId::parse(t)?).await?;
+            placed.refuse_moving("adopt its schema")?;
+            schemas.push((placed.schema, placed.db));
+        }
+    }
     if schemas.is_empty() && !json {
         println!("no tenant schema awaits adoption; nothing to do");
     }
     let mut reports = Vec::new();
     let mut failed = Vec::new();
-    for schema in &schemas {
-        match adopt::adopt(pool, schema, args.dry_run).await {
+    for (schema, db) in &schemas {
+        match adopt::adopt(&db.pool, schema, args.dry_run).await {
             Ok(report) => {
                 if !json {
                     print(&report);

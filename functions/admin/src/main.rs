@@ -6,8 +6,10 @@ mod adopt;
 mod prune;
 mod streams;
 mod table;
+mod tenants;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
 use chrono::{DateTime, Utc};
@@ -15,9 +17,9 @@ use clap::{Args, Parser, Subcommand};
 use sqlx::PgPool;
 use wa_shared::model::{InvalidTenant, TenantId};
 use wa_shared::settings::vars::{DbVars, NatsVars};
-use wa_shared::store::counts::table_counts;
 use wa_shared::store::exhausted::{self, Exhausted, Filter, Home};
-use wa_shared::store::schema::{self, tenant_schemas};
+use wa_shared::store::placement::{Db, Placements, TenantState};
+use wa_shared::store::schema;
 use wa_shared::store::SYSTEM_SCHEMA;
 use wa_shared::transport::nats::NatsSettings;
 
@@ -26,7 +28,7 @@ use wa_shared::transport::nats::NatsSettings;
     name = "wa-admin",
     version,
     about = "Operator CLI for WA Events Processor: tenants, migrations, adoption of Go-era schemas, streams, inbox pruning, exhausted events",
-    after_help = "DATABASE_URL (alias POSTGRES_DSN) names the database; replay publishes to NATS_URL."
+    after_help = "DATABASE_URL (alias POSTGRES_DSN) names the main database and TENANT_DATABASES the other placements; replay publishes to NATS_URL."
 )]
 struct Cli {
     #[command(flatten)]
@@ -42,9 +44,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// List tenant schemas with their row counts.
-    Tenants,
-    /// Create or migrate tenant schemas (all existing ones, or the given tenants).
+    /// List tenants: placement, state, row counts, moves in progress; move, pause or resume one.
+    Tenants(tenants::TenantsArgs),
+    /// Create or migrate tenant schemas (all existing ones, or the given tenants), each on the
+    /// database of its placement.
     Migrate {
         #[arg(long = "tenant")]
         tenants: Vec<String>,
@@ -153,14 +156,6 @@ fn home_of(scope: &Scope) -> Result<Option<Home>, ScopeError> {
     }
 }
 
-/// The schema a command that works on one schema uses.
-fn schema_of(scope: &Scope) -> Result<String, ScopeError> {
-    home_of(scope)?
-        .map(|h| h.schema_name())
-        .ok_or(ScopeError::Unnamed)
-}
-
-/// Schemas that hold an `exhausted_events` table.
 /// The NATS connection of a command that needs one, named `wa-admin` on the server.
 async fn connect_nats(nats: NatsVars) -> anyhow::Result<async_nats::Client> {
     let nats = NatsSettings::new(nats, "wa-admin");
@@ -170,21 +165,47 @@ async fn connect_nats(nats: NatsVars) -> anyhow::Result<async_nats::Client> {
         .with_context(|| format!("NATS_URL {}", nats.url.redacted()))
 }
 
-async fn exhausted_schemas(pool: &PgPool, scope: &Scope) -> anyhow::Result<Vec<String>> {
-    if let Some(home) = home_of(scope)? {
-        return Ok(vec![home.schema_name()]);
+/// The database that holds the exhausted events of a scope's schema: the main one for the
+/// system schema, the tenant's placement for a tenant.
+async fn home_db(placements: &Placements, home: &Home) -> anyhow::Result<tenants::Placed> {
+    match home {
+        Home::Tenant(t) => tenants::locate(placements, t).await,
+        Home::System => Ok(tenants::Placed {
+            schema: SYSTEM_SCHEMA.to_owned(),
+            db: placements.main().clone(),
+            record: None,
+        }),
     }
-    let mut all = tenant_schemas(pool)
-        .await
-        .context("listing tenant schemas")?;
-    all.push(SYSTEM_SCHEMA.to_owned());
+}
+
+/// The one schema a command on one schema uses, where it lives.
+async fn placed_schema(placements: &Placements, scope: &Scope) -> anyhow::Result<tenants::Placed> {
+    let home = home_of(scope)?.ok_or(ScopeError::Unnamed)?;
+    home_db(placements, &home).await
+}
+
+/// Schemas that hold an `exhausted_events` table, each with its database.
+async fn exhausted_schemas(
+    placements: &Placements,
+    scope: &Scope,
+) -> anyhow::Result<Vec<(String, Arc<Db>)>> {
+    if let Some(home) = home_of(scope)? {
+        let placed = home_db(placements, &home).await?;
+        return Ok(vec![(placed.schema, placed.db)]);
+    }
+    let mut all: Vec<(String, Arc<Db>)> = tenants::every_known(placements)
+        .await?
+        .into_iter()
+        .map(|p| (p.schema, p.db))
+        .collect();
+    all.push((SYSTEM_SCHEMA.to_owned(), placements.main().clone()));
     let mut out = Vec::new();
     let latest = schema::latest_version();
-    for s in all {
-        match schema::applied_version(pool, &s).await.with_context(|| format!("{s}: schema version"))? {
+    for (s, db) in all {
+        match schema::applied_version(&db.pool, &s).await.with_context(|| format!("{s}: schema version"))? {
             0 => {}
             v if v < latest => eprintln!("wa-admin: {s} is at schema version {v} of {latest}; skipped (run `wa-admin migrate`)"),
-            _ => out.push(s),
+            _ => out.push((s, db)),
         }
     }
     Ok(out)
@@ -198,79 +219,65 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let pool = wa_shared::store::connect(cli.db.url().expose(), 2)
         .await
         .context("DATABASE_URL")?;
+    let placements = Placements::new(pool, &cli.db.tenant_databases.clone().unwrap_or_default().0);
     match cli.command {
-        Command::Tenants => tenants(&pool, cli.json).await,
-        Command::Migrate { tenants } => migrate(&pool, tenants).await,
-        Command::Exhausted(cmd) => exhausted_command(&pool, cli.nats, cmd, cli.json).await,
+        Command::Tenants(args) => tenants::run(&placements, args, cli.json).await,
+        Command::Migrate { tenants } => migrate(&placements, tenants).await,
+        Command::Exhausted(cmd) => exhausted_command(&placements, cli.nats, cmd, cli.json).await,
         Command::Streams(_) => unreachable!("served above without a database"),
-        Command::Prune(args) => prune::run(&pool, args, cli.json).await,
-        Command::Adopt(args) => adopt::run(&pool, args, cli.json).await,
+        Command::Prune(args) => prune::run(&placements, args, cli.json).await,
+        Command::Adopt(args) => adopt::run(&placements, args, cli.json).await,
     }
 }
 
-async fn tenants(pool: &PgPool, json: bool) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for s in tenant_schemas(pool)
-        .await
-        .context("listing tenant schemas")?
-    {
-        if schema::applied_version(pool, &s)
-            .await
-            .with_context(|| format!("{s}: schema version"))?
-            == 0
+async fn migrate(placements: &Placements, tenants: Vec<String>) -> anyhow::Result<()> {
+    let placed: Vec<tenants::Placed> = if tenants.is_empty() {
+        tenants::every_known(placements).await?
+    } else {
+        let mut placed = Vec::new();
+        for t in &tenants {
+            placed.push(tenants::locate(placements, &TenantId::parse(t)?).await?);
+        }
+        placed
+    };
+    let mut systems = std::collections::BTreeSet::new();
+    for (i, p) in placed.iter().enumerate() {
+        let s = &p.schema;
+        if let Some(r) = p
+            .record
+            .as_ref()
+            .filter(|r| r.state() == TenantState::Moving)
         {
+            eprintln!(
+                "[{}/{}] {s} skipped: tenant {} is being moved (`wa-admin tenants`)",
+                i + 1,
+                placed.len(),
+                r.tenant_id
+            );
             continue;
         }
-        let counts = table_counts(pool, &s)
+        // A placement's database needs the system schema its writes enter tenants through.
+        if !p.db.is_main() && systems.insert(p.db.name.clone()) {
+            schema::migrate(&p.db.ddl, SYSTEM_SCHEMA)
+                .await
+                .with_context(|| format!("{SYSTEM_SCHEMA} on {}", p.db.name))?;
+        }
+        schema::migrate(&p.db.ddl, s)
             .await
-            .with_context(|| format!("{s}: counting rows"))?;
-        let mut row = serde_json::to_value(counts)?;
-        row["schema"] = serde_json::Value::String(s);
-        rows.push(row);
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-    } else {
-        table::print(
-            &[
-                "schema",
-                "chats",
-                "messages",
-                "contacts",
-                "agents",
-                "unresolved_exhausted",
-            ],
-            &rows,
-        );
-    }
-    Ok(())
-}
-
-async fn migrate(pool: &PgPool, tenants: Vec<String>) -> anyhow::Result<()> {
-    let schemas = if tenants.is_empty() {
-        tenant_schemas(pool)
-            .await
-            .context("listing tenant schemas")?
-    } else {
-        tenants
-            .iter()
-            .map(|t| TenantId::parse(t).map(|t| t.schema_name()))
-            .collect::<Result<_, _>>()?
-    };
-    for (i, s) in schemas.iter().enumerate() {
-        schema::migrate(pool, s).await.with_context(|| s.clone())?;
+            .with_context(|| format!("{s} on {}", p.db.name))?;
         eprintln!(
-            "[{}/{}] {s} at version {}",
+            "[{}/{}] {s} at version {} on {}",
             i + 1,
-            schemas.len(),
-            schema::latest_version()
+            placed.len(),
+            schema::latest_version(),
+            p.db.name
         );
     }
     Ok(())
 }
 
 async fn exhausted_command(
-    pool: &PgPool,
+    placements: &Placements,
     nats: NatsVars,
     cmd: ExhaustedCommand,
     json: bool,
@@ -293,8 +300,8 @@ async fn exhausted_command(
                 limit,
             };
             let mut rows = Vec::new();
-            for s in exhausted_schemas(pool, &scope).await? {
-                for e in exhausted::list(pool, &s, &filter)
+            for (s, db) in exhausted_schemas(placements, &scope).await? {
+                for e in exhausted::list(&db.pool, &s, &filter)
                     .await
                     .with_context(|| s.clone())?
                 {
@@ -305,13 +312,14 @@ async fn exhausted_command(
             Ok(())
         }
         ExhaustedCommand::Show { id, scope } => {
-            let s = schema_of(&scope)?;
+            let placed = placed_schema(placements, &scope).await?;
+            let s = placed.schema;
             let filter = Filter {
                 ids: Some(vec![id]),
                 limit: 1,
                 ..Filter::default()
             };
-            let found = exhausted::list(pool, &s, &filter)
+            let found = exhausted::list(&placed.db.pool, &s, &filter)
                 .await
                 .with_context(|| s.clone())?;
             let e = found
@@ -337,7 +345,9 @@ async fn exhausted_command(
             subject,
             force,
         } => {
-            let s = schema_of(&scope)?;
+            let placed = placed_schema(placements, &scope).await?;
+            placed.refuse_moving("replay its events")?;
+            let (s, pool) = (&placed.schema, &placed.db.pool);
             let filter = if ids.is_empty() {
                 Filter {
                     subject,
@@ -353,14 +363,16 @@ async fn exhausted_command(
                     ..Filter::default()
                 }
             };
-            let events = exhausted::list(pool, &s, &filter)
+            let events = exhausted::list(pool, s, &filter)
                 .await
                 .with_context(|| s.clone())?;
-            replay(pool, nats, &s, events, force, json).await
+            replay(pool, nats, s, events, force, json).await
         }
         ExhaustedCommand::Resolve { ids, scope, note } => {
-            let s = schema_of(&scope)?;
-            let n = exhausted::resolve(pool, &s, &ids, note.as_deref())
+            let placed = placed_schema(placements, &scope).await?;
+            placed.refuse_moving("resolve its events")?;
+            let s = &placed.schema;
+            let n = exhausted::resolve(&placed.db.pool, s, &ids, note.as_deref())
                 .await
                 .with_context(|| s.clone())?;
             if json {

@@ -1,16 +1,17 @@
 //! `wa-admin prune`: by hand, the pruning pass the functions run every six hours (standalone)
 //! or on a schedule (Lambda): processed-message ids and processing attempts older than
-//! `INBOX_RETENTION` (or `--older-than`), reporting the rows removed per tenant schema.
+//! `INBOX_RETENTION` (or `--older-than`), reporting the rows removed per tenant schema, on
+//! every placement's database.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::json;
-use sqlx::PgPool;
 use wa_shared::settings::parse_duration;
 use wa_shared::settings::vars::StreamVars;
 use wa_shared::startup::prune_once;
+use wa_shared::store::placement::Placements;
 use wa_shared::transport::reconcile::duration;
 use wa_shared::transport::streams::EVENTS_MAX_AGE;
 
@@ -25,7 +26,7 @@ pub struct PruneArgs {
     streams: StreamVars,
 }
 
-pub async fn run(pool: &PgPool, args: PruneArgs, json: bool) -> anyhow::Result<()> {
+pub async fn run(placements: &Placements, args: PruneArgs, json: bool) -> anyhow::Result<()> {
     let retention = args.older_than.unwrap_or(args.streams.inbox_retention);
     // Below the streams' max age, a message redelivered or replayed from a stream could find its
     // id forgotten and apply twice.
@@ -36,7 +37,7 @@ pub async fn run(pool: &PgPool, args: PruneArgs, json: bool) -> anyhow::Result<(
             duration(EVENTS_MAX_AGE)
         );
     }
-    let pruned = prune_once(pool, retention)
+    let pruned = prune_once(placements, retention)
         .await
         .context("pruning the inboxes")?;
     if json {
@@ -47,9 +48,9 @@ pub async fn run(pool: &PgPool, args: PruneArgs, json: bool) -> anyhow::Result<(
         .inbox
         .iter()
         .filter(|s| s.rows > 0)
-        .map(|s| json!({"schema": s.schema, "inbox_rows": s.rows}))
+        .map(|s| json!({"schema": s.schema, "placement": s.placement, "inbox_rows": s.rows}))
         .collect();
-    table::print(&["schema", "inbox_rows"], &rows);
+    table::print(&["schema", "placement", "inbox_rows"], &rows);
     println!(
         "removed {} inbox rows in {} of {} tenant schemas and {} processing attempts older than {}",
         pruned.inbox_rows,

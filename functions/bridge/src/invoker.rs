@@ -3,8 +3,10 @@
 use std::time::Duration;
 
 use aws_sdk_lambda::primitives::Blob;
+use tracing::Instrument;
 use wa_shared::lambda::{from_response, BatchRequest, BatchResponse, Record};
 use wa_shared::pipeline::{Handler, InboundEvent, Outcome, Unavailable};
+use wa_shared::telemetry::spans;
 
 /// A route's function, seen by the runner as a handler. A failed, erroring or timed-out
 /// invocation is `Unavailable`: the runner keeps the batch alive and invokes again with backoff.
@@ -21,8 +23,30 @@ impl Handler for LambdaInvoker {
             .enumerate()
             .map(|(i, e)| Record::from_event(i.to_string(), e))
             .collect();
-        let body = serde_json::to_vec(&BatchRequest { records })
-            .map_err(|e| Unavailable(e.to_string()))?;
+        // The function's handler span continues this one.
+        let span = spans::lambda_invoke(&self.function, records.len());
+        let trace = spans::trace_headers(&span);
+        let body = serde_json::to_vec(&BatchRequest {
+            records,
+            traceparent: trace.as_ref().map(|t| t.traceparent.clone()),
+            tracestate: trace.and_then(|t| t.tracestate),
+        })
+        .map_err(|e| Unavailable(e.to_string()))?;
+        let answer = self.invoke(body, events).instrument(span.clone()).await;
+        if answer.is_err() {
+            spans::failed(&span);
+        }
+        answer
+    }
+}
+
+impl LambdaInvoker {
+    /// One invocation with `body`, the batch of `events`.
+    async fn invoke(
+        &self,
+        body: Vec<u8>,
+        events: &[InboundEvent],
+    ) -> Result<Vec<Outcome>, Unavailable> {
         let call = self
             .client
             .invoke()

@@ -48,8 +48,13 @@ struct BridgeSettings {
 
 fn main() -> ExitCode {
     let settings = load().unwrap_or_else(|e| e.exit());
-    settings.base.log.init();
-    startup::exit("wa-bridge", startup::runtime().block_on(run(settings)))
+    let result = startup::runtime().block_on(async {
+        let telemetry = settings.base.log.init();
+        let result = run(settings).await;
+        telemetry.shutdown().await;
+        result
+    });
+    startup::exit("wa-bridge", result)
 }
 
 /// Every function variable (with the bridge's defaults) and the bridge's own.
@@ -60,6 +65,7 @@ fn command() -> clap::Command {
         .about(ABOUT)
         .after_help("Each route's MAX_DELIVER and backoff default to its function's (dlq-retry reads DLQ_BACKOFF).")
         .mut_arg("http_port", |a| a.default_value("8085"))
+        .mut_arg("otel_service_name", |a| a.default_value("wa-bridge"))
         .mut_arg("batch_max_bytes", |a| a.default_value("3145728"))
 }
 

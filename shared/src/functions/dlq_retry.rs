@@ -11,6 +11,7 @@ use tracing::{error, info};
 use super::{Defaults, FunctionKind, FunctionSpec, Onboarding, Scope, ONBOARDING};
 use crate::http::Notices;
 use crate::model::{DeadLetterEnvelope, ErrorType, Subject, TenantId};
+use crate::pipeline::HELD_RECHECK;
 use crate::pipeline::{
     DeadLetter, Handler, InboundEvent, Outcome, Processor, ProcessorSettings, RetryPolicy,
     Unavailable,
@@ -179,12 +180,14 @@ impl DlqRetry {
         settings: ProcessorSettings,
         notices: Notices,
     ) -> Self {
-        let mut schemas = Schemas::new(pool.clone(), settings.auto_migrate);
+        // The core's placements: one pool per database for the three.
+        let placements = core.placements().clone();
+        let mut schemas = Schemas::placed(placements.clone(), settings.auto_migrate);
         schemas.set_notices(notices.clone());
         DlqRetry {
             core,
             onboarding: Box::new(
-                Onboarding::new(pool.clone(), settings.clone()).with_notices(notices),
+                Onboarding::placed(placements, settings.clone()).with_notices(notices),
             ),
             schemas,
             retry: settings.retry_policy(),
@@ -289,10 +292,17 @@ impl DlqRetry {
             if let Home::Tenant(t) = &r.home {
                 match self.schemas.ensure(t).await {
                     Err(SchemaError::Owned { .. }) => r.home = Home::System,
-                    // Recorded once the schema is adopted; waiting is no attempt.
+                    // Recorded once the schema is adopted, or the tenant is written again
+                    // (resumed, moved, its database back); waiting is no attempt.
                     Err(SchemaError::AwaitingAdoption(_)) => {
                         outcomes[i] = Some(Outcome::Wait {
                             delay: ADOPTION_RECHECK,
+                        });
+                        continue;
+                    }
+                    Err(SchemaError::Held { .. }) => {
+                        outcomes[i] = Some(Outcome::Wait {
+                            delay: HELD_RECHECK,
                         });
                         continue;
                     }
@@ -312,7 +322,21 @@ impl DlqRetry {
                     }
                 }
                 Err(e) => match classify(&e) {
-                    DbFailure::Unavailable => return Err(Unavailable(e.to_string())),
+                    DbFailure::Unavailable if !self.on_other_placement(&home) => {
+                        return Err(Unavailable(e.to_string()))
+                    }
+                    // Paused or moved since, or another placement down: only this tenant's
+                    // events wait.
+                    DbFailure::Unavailable | DbFailure::Fenced => {
+                        if let Home::Tenant(t) = &home {
+                            self.schemas.forget(t);
+                        }
+                        for (i, _) in &rows {
+                            outcomes[*i] = Some(Outcome::Wait {
+                                delay: HELD_RECHECK,
+                            });
+                        }
+                    }
                     _ => {
                         for (i, _) in &rows {
                             outcomes[*i] = Some(self.retry.transient(
@@ -333,6 +357,14 @@ impl DlqRetry {
         Ok(())
     }
 
+    /// Whether `home` is a tenant written on a database other than the main one.
+    fn on_other_placement(&self, home: &Home) -> bool {
+        match home {
+            Home::Tenant(t) => self.schemas.db_of(t).is_some_and(|db| !db.is_main()),
+            Home::System => false,
+        }
+    }
+
     async fn write(
         &self,
         home: &Home,
@@ -340,15 +372,19 @@ impl DlqRetry {
         rows: &[(usize, ExhaustedRow)],
     ) -> Result<(), sqlx::Error> {
         let ready = match home {
-            Home::Tenant(t) => self.schemas.ensure(t).await,
-            Home::System => self.schemas.ensure_schema(&home.schema_name()).await,
+            Home::Tenant(t) => self.schemas.ensure(t).await.map(|db| db.pool.clone()),
+            Home::System => self
+                .schemas
+                .ensure_schema(&home.schema_name())
+                .await
+                .map(|()| self.pool.clone()),
         };
-        ready.map_err(|e| match e {
+        let pool = ready.map_err(|e| match e {
             SchemaError::Db(e) => e,
             other => sqlx::Error::Configuration(other.to_string().into()),
         })?;
         let rows: Vec<NewExhausted> = rows.iter().map(|(i, r)| r.bound_to(&events[*i])).collect();
-        exhausted::record_all(&self.pool, home, &rows, self.settings.lock_timeout).await
+        exhausted::record_all(&pool, home, &rows, self.settings.lock_timeout).await
     }
 }
 

@@ -21,6 +21,7 @@ use crate::pipeline::{
 };
 use crate::settings::vars::FunctionVars;
 use crate::settings::Settings;
+use crate::telemetry::spans::EventSpans;
 use crate::transport::streams::{tenant_subjects, ConsumerSpec};
 
 pub use dlq_retry::{DlqRetry, DLQ_RETRY};
@@ -96,6 +97,7 @@ impl FunctionSpec {
                 "With AWS_LAMBDA_RUNTIME_API set, the function runs as an AWS Lambda handler.",
             )
             .mut_arg("http_port", |a| a.default_value(d.http_port))
+            .mut_arg("otel_service_name", |a| a.default_value(self.bin))
             .mut_arg("backoff", |a| {
                 a.env(d.backoff_var)
                     .value_name(d.backoff_var)
@@ -204,7 +206,10 @@ impl Handler for KindHandler {
 
 impl Handler for FunctionHandler {
     async fn handle(&self, events: &[InboundEvent]) -> Result<Vec<Outcome>, Unavailable> {
-        self.0.handle(events).await
+        let spans = EventSpans::open(events);
+        let outcomes = self.0.handle(events).await;
+        spans.close(&outcomes);
+        outcomes
     }
 }
 

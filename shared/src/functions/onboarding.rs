@@ -5,6 +5,7 @@
 //! and concurrent instances are safe without an inbox.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use sqlx::PgPool;
 use tracing::{debug, info, warn};
@@ -12,11 +13,13 @@ use tracing::{debug, info, warn};
 use super::{Defaults, FunctionKind, FunctionSpec, Scope};
 use crate::http::Notices;
 use crate::model::{decode, Campaign, EventKind, Flow, MessagePayload, Payload, Subject, TenantId};
+use crate::pipeline::HELD_RECHECK;
 use crate::pipeline::{
     Handler, InboundEvent, Outcome, ProcessorSettings, RetryPolicy, Unavailable,
 };
 use crate::store::failure::{classify, DbFailure};
 use crate::store::onboarding::{self as store, CampaignUpdate, NewOnboarding};
+use crate::store::placement::Placements;
 use crate::store::schema::ADOPTION_RECHECK;
 use crate::store::{tenant_tx, SchemaError, Schemas, TenantTx};
 use crate::transport::streams::REALTIME_STREAM;
@@ -43,7 +46,6 @@ pub const ONBOARDING: FunctionSpec = FunctionSpec {
 /// The onboarding handler: its own schemas, settings (allowlist, payload limit, lock timeout)
 /// and retry policy.
 pub struct Onboarding {
-    pool: PgPool,
     schemas: Schemas,
     settings: ProcessorSettings,
     retry: RetryPolicy,
@@ -78,10 +80,15 @@ fn candidate_phone(m: &MessagePayload<'_>) -> Option<String> {
 
 impl Onboarding {
     pub fn new(pool: PgPool, settings: ProcessorSettings) -> Self {
+        let placements = Arc::new(Placements::new(pool.clone(), &settings.tenant_databases));
+        Self::placed(placements, settings)
+    }
+
+    /// The handler writing to the databases of `placements` (sharing their pools).
+    pub fn placed(placements: Arc<Placements>, settings: ProcessorSettings) -> Self {
         Onboarding {
-            schemas: Schemas::new(pool.clone(), settings.auto_migrate),
+            schemas: Schemas::placed(placements, settings.auto_migrate),
             retry: settings.retry_policy(),
-            pool,
             settings,
         }
     }
@@ -94,10 +101,11 @@ impl Onboarding {
 
     async fn write(
         &self,
+        pool: &PgPool,
         tenant: &TenantId,
         candidates: &[Candidate<'_>],
     ) -> Result<(), sqlx::Error> {
-        let mut tx = tenant_tx::begin(&self.pool, tenant, self.settings.lock_timeout).await?;
+        let mut tx = tenant_tx::begin(pool, tenant, self.settings.lock_timeout).await?;
         let phones: Vec<&str> = candidates.iter().map(|c| c.phone.as_str()).collect();
         let known = store::known_phones(&mut tx, &phones).await?;
         let mut onboarded: HashSet<&str> = HashSet::new();
@@ -216,35 +224,54 @@ impl Handler for Onboarding {
             }
         }
         for (tenant, candidates) in groups {
-            if let Err(e) = self.schemas.ensure(&tenant).await {
-                let reason = e.to_string();
-                if let SchemaError::Owned { .. } = &e {
-                    // Refused tenants are the realtime function's to dead-letter.
-                    debug!(tenant = %tenant, %reason, "tenant refused; nothing to onboard");
-                    continue;
-                }
-                if let SchemaError::AwaitingAdoption(_) = &e {
-                    // Onboarded once the schema is adopted; waiting is no attempt.
-                    for c in &candidates {
-                        outcomes[c.idx] = Outcome::Wait {
-                            delay: ADOPTION_RECHECK,
+            let db = match self.schemas.ensure(&tenant).await {
+                Ok(db) => db,
+                Err(e) => {
+                    let reason = e.to_string();
+                    if let SchemaError::Owned { .. } = &e {
+                        // Refused tenants are the realtime function's to dead-letter.
+                        debug!(tenant = %tenant, %reason, "tenant refused; nothing to onboard");
+                        continue;
+                    }
+                    if let SchemaError::AwaitingAdoption(_) | SchemaError::Held { .. } = &e {
+                        // Onboarded once the schema is adopted, or the tenant is written again
+                        // (resumed, moved, its database back); waiting is no attempt.
+                        let delay = match e {
+                            SchemaError::Held { .. } => HELD_RECHECK,
+                            _ => ADOPTION_RECHECK,
                         };
+                        for c in &candidates {
+                            outcomes[c.idx] = Outcome::Wait { delay };
+                        }
+                        continue;
+                    }
+                    if let SchemaError::Db(db) = &e {
+                        if classify(db) == DbFailure::Unavailable {
+                            return Err(Unavailable(reason));
+                        }
+                    }
+                    for c in &candidates {
+                        outcomes[c.idx] = self.retry.transient(&events[c.idx], &reason);
                     }
                     continue;
                 }
-                if let SchemaError::Db(db) = &e {
-                    if classify(db) == DbFailure::Unavailable {
-                        return Err(Unavailable(reason));
-                    }
-                }
-                for c in &candidates {
-                    outcomes[c.idx] = self.retry.transient(&events[c.idx], &reason);
-                }
-                continue;
-            }
-            if let Err(e) = self.write(&tenant, &candidates).await {
+            };
+            if let Err(e) = self.write(&db.pool, &tenant, &candidates).await {
                 match classify(&e) {
-                    DbFailure::Unavailable => return Err(Unavailable(e.to_string())),
+                    DbFailure::Unavailable if db.is_main() => {
+                        return Err(Unavailable(e.to_string()))
+                    }
+                    DbFailure::Unavailable | DbFailure::Fenced => {
+                        // Another placement down, or the tenant paused or moved since: only
+                        // its events wait.
+                        debug!(tenant = %tenant, error = %e, "tenant held; its events wait");
+                        self.schemas.forget(&tenant);
+                        for c in &candidates {
+                            outcomes[c.idx] = Outcome::Wait {
+                                delay: HELD_RECHECK,
+                            };
+                        }
+                    }
                     _ => {
                         warn!(tenant = %tenant, error = %e, "onboarding write failed");
                         for c in &candidates {

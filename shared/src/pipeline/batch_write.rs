@@ -21,20 +21,27 @@
 //! * anything else: the tenant's events are retried later (its schema looked up again).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::StreamExt;
-use tracing::{debug, warn};
+use tracing::{debug, warn, Instrument};
 
 use crate::model::{ErrorType, Payload, TenantId};
 use crate::store::batch_tx::{self, BatchTx};
 use crate::store::failure::{classify, is_missing_partition, sqlstate, DbFailure};
 use crate::store::inbox::{self, StreamKey};
 use crate::store::messages::MessagePatchRows;
+use crate::store::placement::{Db, DEFAULT_PLACEMENT};
 use crate::store::script::{Script, ScriptError, Unrenderable};
+use crate::telemetry::spans;
 
 use super::inbound::{DeadLetter, InboundEvent, Outcome};
 use super::plan::{Decoded, Plan};
 use super::process::{Processor, Unavailable};
+
+/// The delay of events that wait for their tenant (paused, moved, or on a database that is
+/// unavailable while others are not).
+pub const HELD_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Runs of the same transaction after a serialization failure or deadlock.
 const CONFLICT_ATTEMPTS: usize = 3;
@@ -64,6 +71,8 @@ impl Tag {
 pub(super) struct Part<'d, 'e> {
     pub tenant: &'d TenantId,
     pub events: &'d [Decoded<'e>],
+    /// The database of the tenant's placement.
+    pub db: Arc<Db>,
     /// A single history event written item by item, to find the items the database refuses.
     item_by_item: bool,
     /// The items of that event the database refused so far.
@@ -71,19 +80,28 @@ pub(super) struct Part<'d, 'e> {
 }
 
 impl<'d, 'e> Part<'d, 'e> {
-    pub fn new(tenant: &'d TenantId, events: &'d [Decoded<'e>]) -> Self {
+    pub fn new(tenant: &'d TenantId, events: &'d [Decoded<'e>], db: Arc<Db>) -> Self {
         Part {
             tenant,
             events,
+            db,
             item_by_item: false,
             refused: Vec::new(),
         }
     }
 
     fn piece(&self, events: &'d [Decoded<'e>]) -> Self {
-        Part::new(self.tenant, events)
+        Part::new(self.tenant, events, self.db.clone())
     }
 }
+
+/// A chunk's placement, its events' indices and their outcomes (or the database being
+/// unavailable).
+type ChunkWritten = (
+    String,
+    Vec<usize>,
+    Result<Vec<(usize, Outcome)>, Unavailable>,
+);
 
 /// Why an attempt failed.
 enum Failed {
@@ -106,22 +124,56 @@ impl Processor {
         events: &[InboundEvent],
         parts: Vec<Part<'_, '_>>,
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
-        // As many transactions as run at once, when there are tenants enough (the server
-        // writes each on its own core), and no more tenants in one than the lock table takes.
-        let tenants = tenant_count(&parts);
-        let per_transaction = tenants
-            .div_ceil(WRITE_CONCURRENCY)
-            .clamp(1, TENANTS_PER_TRANSACTION);
-        let chunks = chunks(parts, per_transaction);
-        let written: Vec<Result<Vec<(usize, Outcome)>, Unavailable>> =
-            futures::stream::iter(chunks)
-                .map(|chunk| self.write_chunk(events, chunk))
-                .buffer_unordered(WRITE_CONCURRENCY)
-                .collect()
-                .await;
+        // Each placement's tenants are written on its database. As many transactions as run
+        // at once, when there are tenants enough (the server writes each on its own core),
+        // and no more tenants in one than the lock table takes.
+        let mut by_db: Vec<(Arc<Db>, Vec<Part<'_, '_>>)> = Vec::new();
+        for part in parts {
+            match by_db.iter_mut().find(|(db, _)| Arc::ptr_eq(db, &part.db)) {
+                Some((_, parts)) => parts.push(part),
+                None => by_db.push((part.db.clone(), vec![part])),
+            }
+        }
+        let placements = by_db.len();
+        let mut all_chunks = Vec::new();
+        for (_, parts) in by_db {
+            let per_transaction = tenant_count(&parts)
+                .div_ceil(WRITE_CONCURRENCY)
+                .clamp(1, TENANTS_PER_TRANSACTION);
+            all_chunks.extend(chunks(parts, per_transaction));
+        }
+        let written: Vec<ChunkWritten> = futures::stream::iter(all_chunks)
+            .map(|chunk| async {
+                let placement = chunk[0].db.name.clone();
+                let idxs: Vec<usize> = chunk
+                    .iter()
+                    .flat_map(|p| p.events.iter().map(|d| d.idx))
+                    .collect();
+                (placement, idxs, self.write_chunk(events, chunk).await)
+            })
+            .buffer_unordered(WRITE_CONCURRENCY)
+            .collect()
+            .await;
         let mut out = Vec::new();
-        for outcomes in written {
-            out.extend(outcomes?);
+        for (placement, idxs, outcomes) in written {
+            match outcomes {
+                Ok(outcomes) => out.extend(outcomes),
+                // Another placement than the main database, or a batch spanning placements:
+                // only the unavailable database's tenants wait (SPEC §17); the others' writes
+                // stand.
+                Err(Unavailable(why)) if placements > 1 || placement != DEFAULT_PLACEMENT => {
+                    warn!(placement, error = %why, events = idxs.len(), "placement unavailable; its tenants' events wait");
+                    out.extend(idxs.into_iter().map(|i| {
+                        (
+                            i,
+                            Outcome::Wait {
+                                delay: HELD_RECHECK,
+                            },
+                        )
+                    }));
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -137,7 +189,11 @@ impl Processor {
         let mut conflicts = 1;
         let mut repartitioned: HashSet<&TenantId> = HashSet::new();
         while !parts.is_empty() {
-            let (tag, error) = match self.write_tx(events, &parts).await {
+            let tx_span = spans::tenant_transaction(
+                parts.iter().map(|p| p.tenant.as_str()),
+                &parts[0].db.name,
+            );
+            let (tag, error) = match self.write_tx(events, &parts).instrument(tx_span).await {
                 Ok(outcomes) => {
                     out.extend(outcomes);
                     break;
@@ -174,6 +230,31 @@ impl Processor {
             if class == DbFailure::Unavailable {
                 warn!(error = %error, "database unavailable; holding the batch");
                 return Err(Unavailable(error.to_string()));
+            }
+            if class == DbFailure::Fenced {
+                if let Some(p) = tag.and_then(Tag::part) {
+                    // The tenant was paused or moved: its events wait, and what is known of
+                    // its placement is read again for the next ones.
+                    let tenant = parts[p].tenant;
+                    debug!(tenant = %tenant, error = %error, "tenant fenced here; its events wait");
+                    self.schemas.forget(tenant);
+                    parts.retain(|part| {
+                        if part.tenant == tenant {
+                            out.extend(part.events.iter().map(|d| {
+                                (
+                                    d.idx,
+                                    Outcome::Wait {
+                                        delay: HELD_RECHECK,
+                                    },
+                                )
+                            }));
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    continue;
+                }
             }
             if class == DbFailure::Conflict && conflicts < CONFLICT_ATTEMPTS {
                 debug!(attempt = conflicts, error = %error, "write conflict; running again");
@@ -312,7 +393,8 @@ impl Processor {
         events: &[InboundEvent],
         parts: &[Part<'_, '_>],
     ) -> Result<Vec<(usize, Outcome)>, Failed> {
-        let mut tx = batch_tx::acquire(&self.pool, self.settings.lock_timeout)
+        let db = &parts.first().expect("a part").db;
+        let mut tx = batch_tx::acquire(&db.pool, self.settings.lock_timeout)
             .await
             .map_err(|error| ScriptError { tag: None, error })?;
         let written = write_in(&mut tx, events, parts, &self.retry).await;
@@ -368,7 +450,7 @@ async fn write_in(
         .collect();
 
     // 1. Begin; enter each tenant under its lock; claim the events.
-    let mut first = Script::default();
+    let mut first = Script::named("claim");
     tx.begin_into(&mut first, Tag::Batch);
     let mut claim_at: Vec<Option<usize>> = vec![None; parts.len()];
     let mut entered: Option<&TenantId> = None;
@@ -423,7 +505,7 @@ async fn write_in(
             }
         })
         .collect();
-    let mut writes = Script::default();
+    let mut writes = Script::named("write");
     // (statement, part, plan, round) of each patch statement.
     let mut patches: Vec<(usize, usize, usize, usize)> = Vec::new();
     for &p in &order {
@@ -459,7 +541,7 @@ async fn write_in(
         not_found[p].extend(plans[p][k].1.not_found(round, &found));
     }
     if !patches.is_empty() {
-        let mut last = Script::default();
+        let mut last = Script::named("release");
         for &p in &order {
             let retried: Vec<&StreamKey> = parts[p]
                 .events
@@ -582,19 +664,23 @@ fn stream_key(e: &InboundEvent) -> StreamKey {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chunks_keep_each_tenants_parts_together_and_in_order() {
+    #[tokio::test]
+    async fn chunks_keep_each_tenants_parts_together_and_in_order() {
         let ids: Vec<TenantId> = ["A", "B", "C"]
             .iter()
             .map(|t| TenantId::parse(t).expect("tenant"))
             .collect();
         let none: &[Decoded<'_>] = &[];
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("pool");
+        let db = crate::store::placement::Placements::single(pool)
+            .main()
+            .clone();
         // A, B, A (a piece split off A), C.
         let parts = vec![
-            Part::new(&ids[0], none),
-            Part::new(&ids[1], none),
-            Part::new(&ids[0], none),
-            Part::new(&ids[2], none),
+            Part::new(&ids[0], none, db.clone()),
+            Part::new(&ids[1], none, db.clone()),
+            Part::new(&ids[0], none, db.clone()),
+            Part::new(&ids[2], none, db),
         ];
         fn names<'a>(chunk: &[Part<'a, '_>]) -> Vec<&'a str> {
             chunk.iter().map(|p| p.tenant.as_str()).collect()

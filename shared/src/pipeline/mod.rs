@@ -16,6 +16,7 @@ pub mod process;
 pub mod retry;
 
 pub use attempts::Counted;
+pub use batch_write::HELD_RECHECK;
 pub use inbound::{DeadLetter, InboundEvent, Outcome};
 pub use process::{Processor, ProcessorSettings, Unavailable};
 pub use retry::RetryPolicy;

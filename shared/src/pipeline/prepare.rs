@@ -3,12 +3,19 @@
 //! are ready at once, while the others are prepared a few at a time on connections of their
 //! own ([`crate::store::Schemas`]), and then written in a second transaction.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use futures::StreamExt;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::model::{ErrorType, TenantId};
 use crate::store::failure::{classify, DbFailure};
+use crate::store::placement::Db;
+use crate::store::schema::ADOPTION_RECHECK;
 use crate::store::SchemaError;
+
+use super::batch_write::HELD_RECHECK;
 
 use super::inbound::DeadLetter;
 use super::plan::Decoded;
@@ -19,12 +26,14 @@ pub const PREPARE_CONCURRENCY: usize = 2;
 
 /// Whether a tenant's schema is ready for its events.
 pub(super) enum Prepared {
-    Ready,
+    /// Ready, on this database.
+    Ready(Arc<Db>),
     /// Not now: the events are retried later, for this reason.
     Retry(String),
-    /// Not until the schema is adopted: the events wait, spending no attempt (the refusal is
-    /// logged and shown by [`crate::store::Schemas`], once in a while, not per event).
-    Wait,
+    /// Not until the schema is adopted (the refusal is logged and shown by
+    /// [`crate::store::Schemas`], once in a while, not per event), or the tenant is resumed,
+    /// moved, or its database is back: the events wait this long, spending no attempt.
+    Wait(Duration),
     /// Never: the events are refused, for this reason.
     Refused(DeadLetter),
 }
@@ -32,11 +41,13 @@ pub(super) enum Prepared {
 impl Processor {
     /// Whether the tenant's schema and partitions are known to be ready for `decoded`,
     /// without asking the database.
-    pub(super) fn is_ready(&self, tenant: &TenantId, decoded: &[Decoded<'_>]) -> bool {
-        self.schemas.is_ready(tenant)
-            && self
-                .schemas
+    /// The database of the tenant, when its schema and partitions are known to be ready for
+    /// `decoded`, without asking the database.
+    pub(super) fn ready_db(&self, tenant: &TenantId, decoded: &[Decoded<'_>]) -> Option<Arc<Db>> {
+        self.schemas.db_of(tenant).filter(|_| {
+            self.schemas
                 .has_partitions(tenant, decoded.iter().flat_map(Decoded::message_dates))
+        })
     }
 
     /// Prepares the tenants, [`PREPARE_CONCURRENCY`] at a time; one result per tenant, in order.
@@ -62,7 +73,11 @@ impl Processor {
             Err(SchemaError::NotMigrated(s)) => {
                 return Ok(Prepared::Retry(format!("schema {s} is not migrated")))
             }
-            Err(SchemaError::AwaitingAdoption(_)) => return Ok(Prepared::Wait),
+            Err(SchemaError::AwaitingAdoption(_)) => return Ok(Prepared::Wait(ADOPTION_RECHECK)),
+            Err(SchemaError::Held { why, .. }) => {
+                debug!(tenant = %tenant, why, "tenant held; its events wait");
+                return Ok(Prepared::Wait(HELD_RECHECK));
+            }
             Err(e @ SchemaError::Owned { .. }) => {
                 warn!(tenant = %tenant, error = %e, "events refused");
                 return Ok(Prepared::Refused(DeadLetter::new(
@@ -71,12 +86,16 @@ impl Processor {
                 )));
             }
             Err(SchemaError::Db(e)) => e,
-            Ok(()) => match self
+            Ok(db) => match self
                 .schemas
                 .ensure_partitions(tenant, decoded.iter().flat_map(Decoded::message_dates))
                 .await
             {
-                Ok(()) => return Ok(Prepared::Ready),
+                Ok(()) => return Ok(Prepared::Ready(db)),
+                Err(e) if classify(&e) == DbFailure::Unavailable && !db.is_main() => {
+                    warn!(tenant = %tenant, placement = db.name, error = %e, "placement unavailable; the tenant's events wait");
+                    return Ok(Prepared::Wait(HELD_RECHECK));
+                }
                 Err(e) => e,
             },
         };

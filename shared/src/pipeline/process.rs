@@ -2,8 +2,9 @@
 //! Lambda; the transports turn outcomes into acks.
 
 use std::collections::hash_map::Entry;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::FutureExt;
@@ -12,7 +13,8 @@ use tracing::{debug, error};
 
 use crate::http::Notices;
 use crate::model::{decode, ErrorType, Payload, Subject, SubjectError, TenantId};
-use crate::store::schema::ADOPTION_RECHECK;
+use crate::settings::values::Secret;
+use crate::store::placement::Placements;
 use crate::store::Schemas;
 
 use super::batch_write::Part;
@@ -36,6 +38,8 @@ pub struct ProcessorSettings {
     pub auto_migrate: bool,
     /// How long a write waits for a lock before the batch is held and retried.
     pub lock_timeout: Duration,
+    /// `TENANT_DATABASES`: the placements besides the default (`DATABASE_URL`), SPEC §17.
+    pub tenant_databases: BTreeMap<String, Secret>,
 }
 
 impl Default for ProcessorSettings {
@@ -48,6 +52,7 @@ impl Default for ProcessorSettings {
             allowlist: None,
             auto_migrate: true,
             lock_timeout: Duration::from_secs(5),
+            tenant_databases: BTreeMap::new(),
         }
     }
 }
@@ -78,9 +83,12 @@ pub struct Processor {
 }
 
 impl Processor {
+    /// The core writing to `pool` (`DATABASE_URL`) and the placements of
+    /// `settings.tenant_databases`.
     pub fn new(pool: PgPool, settings: ProcessorSettings) -> Self {
+        let placements = Arc::new(Placements::new(pool.clone(), &settings.tenant_databases));
         Processor {
-            schemas: Schemas::new(pool.clone(), settings.auto_migrate),
+            schemas: Schemas::placed(placements, settings.auto_migrate),
             retry: settings.retry_policy(),
             pool,
             settings,
@@ -93,8 +101,14 @@ impl Processor {
         self
     }
 
+    /// The main database's pool (`DATABASE_URL`).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// The databases tenants are placed on.
+    pub fn placements(&self) -> &Arc<Placements> {
+        self.schemas.placements()
     }
 
     pub fn settings(&self) -> &ProcessorSettings {
@@ -169,29 +183,27 @@ impl Processor {
         }
         // Tenants whose schema is ready are written at once; the others are prepared
         // meanwhile (a few at a time, on connections of their own), then written.
-        let (ready, new): (Vec<_>, Vec<_>) = groups
-            .iter()
-            .map(|(tenant, decoded)| (tenant, decoded.as_slice()))
-            .partition(|(tenant, decoded)| self.is_ready(tenant, decoded));
-        let ready: Vec<Part> = ready.into_iter().map(|(t, d)| Part::new(t, d)).collect();
+        let mut ready: Vec<Part> = Vec::new();
+        let mut new: Vec<(&TenantId, &[Decoded])> = Vec::new();
+        for (tenant, decoded) in &groups {
+            match self.ready_db(tenant, decoded) {
+                Some(db) => ready.push(Part::new(tenant, decoded, db)),
+                None => new.push((tenant, decoded)),
+            }
+        }
         let (written, prepared) =
             futures::join!(self.write_parts(events, ready), self.prepare_all(&new));
         let mut decided = written?;
         let mut later = Vec::new();
         for ((tenant, decoded), prepared) in new.into_iter().zip(prepared?) {
             match prepared {
-                Prepared::Ready => later.push(Part::new(tenant, decoded)),
+                Prepared::Ready(db) => later.push(Part::new(tenant, decoded, db)),
                 Prepared::Retry(reason) => {
                     decided.extend(self.all_transient(events, decoded, &reason))
                 }
-                Prepared::Wait => decided.extend(decoded.iter().map(|d| {
-                    (
-                        d.idx,
-                        Outcome::Wait {
-                            delay: ADOPTION_RECHECK,
-                        },
-                    )
-                })),
+                Prepared::Wait(delay) => {
+                    decided.extend(decoded.iter().map(|d| (d.idx, Outcome::Wait { delay })))
+                }
                 Prepared::Refused(dead) => decided.extend(
                     decoded
                         .iter()

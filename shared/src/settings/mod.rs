@@ -14,7 +14,7 @@ use clap::{ArgMatches, Command, FromArgMatches};
 use crate::functions::FunctionSpec;
 use crate::model::TenantId;
 use crate::pipeline::ProcessorSettings;
-use crate::telemetry::LogSettings;
+use crate::telemetry::{LogSettings, TraceSettings};
 use crate::transport::nats::NatsSettings;
 
 pub use values::{duration as parse_duration, format_durations, Backoff, Secret};
@@ -130,6 +130,7 @@ impl Settings {
             log: LogSettings {
                 filter: ops.log_level,
                 format: ops.log_format,
+                traces: TraceSettings::from_vars(vars.traces, spec.bin)?,
             },
             metrics: match ops.metrics_sink {
                 SinkKind::Prometheus => MetricsSink::Prometheus {
@@ -182,6 +183,7 @@ fn processor(spec: &FunctionSpec, vars: &FunctionVars) -> Result<ProcessorSettin
             .map(|a| a.iter().cloned().collect::<HashSet<_>>()),
         auto_migrate: vars.db.db_auto_migrate,
         lock_timeout: vars.db.db_lock_timeout,
+        tenant_databases: vars.db.tenant_databases.clone().unwrap_or_default().0,
     })
 }
 

@@ -1,7 +1,7 @@
 //! The value types of settings and their parsers: durations, tenant lists, URLs, and secrets
 //! that never show in logs or `Debug` output.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -126,6 +126,39 @@ pub fn postgres_url(s: &str) -> Result<Secret, String> {
     }
 }
 
+/// `TENANT_DATABASES`: placement names and their databases (SPEC §17).
+#[derive(Debug, Clone, Default)]
+pub struct TenantDatabases(pub BTreeMap<String, Secret>);
+
+/// `name=postgres://…` pairs, comma-separated. Names are 1–32 of `a-z 0-9 _ -`; `default` is
+/// `DATABASE_URL` and cannot be given here.
+pub fn tenant_databases(s: &str) -> Result<TenantDatabases, String> {
+    let mut out = BTreeMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = pair
+            .split_once('=')
+            .ok_or_else(|| "expected name=postgres://… pairs, comma-separated".to_owned())?;
+        let name = name.trim();
+        let valid = (1..=32).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !valid {
+            return Err(format!(
+                "placement name {name:?}: expected 1 to 32 of a-z, 0-9, _ and -"
+            ));
+        }
+        if name == crate::store::placement::DEFAULT_PLACEMENT {
+            return Err("placement \"default\" is DATABASE_URL; name the others".into());
+        }
+        let url = postgres_url(url).map_err(|e| format!("placement {name}: {e}"))?;
+        if out.insert(name.to_owned(), url).is_some() {
+            return Err(format!("placement {name} is given twice"));
+        }
+    }
+    Ok(TenantDatabases(out))
+}
+
 pub fn nats_url(s: &str) -> Result<Secret, String> {
     if s.split(',').all(|u| u.contains("://") || !u.contains('/')) {
         Ok(Secret::new(s.trim()))
@@ -151,9 +184,45 @@ pub fn log_filter(s: &str) -> Result<String, String> {
         })
 }
 
+/// `OTEL_EXPORTER_OTLP_ENDPOINT`: the base URL of an OTLP/HTTP receiver (spans go to
+/// `<endpoint>/v1/traces`).
+pub fn otlp_endpoint(s: &str) -> Result<String, String> {
+    let url = s.trim().trim_end_matches('/');
+    let host = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.split('/').next().unwrap_or_default());
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => Ok(url.to_owned()),
+        _ => Err("expected the http:// or https:// URL of an OTLP/HTTP receiver".into()),
+    }
+}
+
+/// `OTEL_TRACES_SAMPLER_ARG`: the share of traces started here that are recorded, 0 to 1.
+pub fn sample_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a ratio from 0 to 1 (e.g. 0.01)".into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tenant_databases_parse_and_name_what_is_wrong() {
+        let t = tenant_databases("eu=postgres://a@h1/db, us=postgresql://b@h2:5433/db").unwrap();
+        assert_eq!(t.0.keys().collect::<Vec<_>>(), ["eu", "us"]);
+        assert_eq!(t.0["us"].expose(), "postgresql://b@h2:5433/db");
+        assert!(tenant_databases("").unwrap().0.is_empty());
+        let err = |s: &str| tenant_databases(s).unwrap_err();
+        assert!(err("postgres://a@h/db").contains("name=postgres://"));
+        assert!(err("default=postgres://a@h/db").contains("DATABASE_URL"));
+        assert!(err("EU=postgres://a@h/db").contains("\"EU\""));
+        assert!(err("eu=mysql://a@h/db").contains("placement eu"));
+        assert!(err("eu=postgres://a@h/db,eu=postgres://b@h/db").contains("twice"));
+    }
 
     #[test]
     fn durations_parse() {
@@ -176,6 +245,23 @@ mod tests {
             url.expose(),
             "postgres://app:hunter2@db:5432/x,nats://n:4222"
         );
+    }
+
+    #[test]
+    fn otel_values_parse() {
+        assert_eq!(
+            otlp_endpoint(" http://collector:4318/ ").unwrap(),
+            "http://collector:4318"
+        );
+        assert!(otlp_endpoint("https://otlp.example.com/otlp").is_ok());
+        for bad in ["collector:4318", "grpc://c:4317", "http://", "http:// x"] {
+            assert!(otlp_endpoint(bad).is_err(), "{bad}");
+        }
+        assert_eq!(sample_ratio("0.01").unwrap(), 0.01);
+        assert_eq!(sample_ratio("1").unwrap(), 1.0);
+        for bad in ["-0.1", "1.5", "half", "NaN"] {
+            assert!(sample_ratio(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@ use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, ValueEnum};
 
 use super::values::{duration, durations, existing_file, log_filter, nats_url, postgres_url};
-use super::values::{tenant, tenant_list, Backoff, Secret};
+use super::values::{otlp_endpoint, sample_ratio};
+use super::values::{tenant, tenant_databases, tenant_list, Backoff, Secret, TenantDatabases};
 use crate::model::TenantId;
 
 /// The default `DATABASE_URL`: the local Postgres.
@@ -35,6 +36,8 @@ pub struct FunctionVars {
     pub streams: StreamVars,
     #[command(flatten)]
     pub ops: OpsVars,
+    #[command(flatten)]
+    pub traces: TraceVars,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -83,6 +86,10 @@ pub struct DbVars {
     /// how long a write waits for a lock before the batch is held and retried
     #[arg(long, env = "DB_LOCK_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub db_lock_timeout: Duration,
+    /// placements besides the default (DATABASE_URL) that tenants can live on,
+    /// name=postgres://… comma-separated (e.g. eu=postgres://…,us=postgres://…)
+    #[arg(long, env = "TENANT_DATABASES", hide_env_values = true, value_parser = tenant_databases)]
+    pub tenant_databases: Option<TenantDatabases>,
 }
 
 impl DbVars {
@@ -195,6 +202,22 @@ pub struct OpsVars {
     /// CloudWatch endpoint URL (unset: AWS)
     #[arg(long, env = "CLOUDWATCH_ENDPOINT")]
     pub cloudwatch_endpoint: Option<String>,
+}
+
+/// OpenTelemetry traces: the standard variables (README: Traces).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Traces")]
+pub struct TraceVars {
+    /// OTLP/HTTP receiver (spans go to <endpoint>/v1/traces); unset: no traces
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT", hide_env_values = true, value_parser = otlp_endpoint)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    /// service.name of the spans (default: the binary's name)
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+    /// share of the traces started here that are recorded, 0 to 1 (a trace continued from a
+    /// traceparent header follows its sampled flag)
+    #[arg(long, env = "OTEL_TRACES_SAMPLER_ARG", default_value = "1.0", value_parser = sample_ratio)]
+    pub otel_traces_sampler_arg: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -105,6 +105,12 @@ pub async fn record_all(
 ) -> Result<(), sqlx::Error> {
     let schema = home.schema_name();
     let mut tx = tenant_tx::begin_plain(pool, lock_timeout).await?;
+    if let Home::Tenant(tenant) = home {
+        // Under the tenant's lock, and never into a schema fenced here (moved or paused).
+        sqlx::raw_sql(&tenant_tx::enter_statement(tenant))
+            .execute(&mut *tx)
+            .await?;
+    }
     for row in rows {
         sqlx::query("SAVEPOINT exhausted").execute(&mut *tx).await?;
         match record(&mut tx, &schema, row).await {

@@ -10,9 +10,17 @@ pub enum DbFailure {
     Conflict,
     /// A data or constraint error caused by the events themselves.
     Permanent,
+    /// The tenant's schema is fenced on this database (paused, or moved or being moved to
+    /// another placement, SPEC §17): what is known of its placement is stale; its events wait,
+    /// spending no attempt.
+    Fenced,
     /// Anything else: retry with redeliveries.
     Transient,
 }
+
+/// The SQLSTATE `wa_system.enter_tenant` raises for a fenced schema (see
+/// [`super::placement`]).
+pub const FENCED: &str = "WAF01";
 
 pub fn classify(err: &sqlx::Error) -> DbFailure {
     match err {
@@ -52,6 +60,7 @@ pub fn classify_code(code: &str) -> DbFailure {
         // lock_not_available (lock_timeout), query_canceled (statement_timeout)
         "55P03" | "57014" => DbFailure::Unavailable,
         "40001" | "40P01" => DbFailure::Conflict,
+        FENCED => DbFailure::Fenced,
         _ => match code.get(..2).unwrap_or("") {
             // connection exceptions, insufficient resources, operator intervention, system errors
             "08" | "53" | "57" | "58" => DbFailure::Unavailable,
@@ -80,6 +89,7 @@ mod tests {
         assert_eq!(classify_code("54000"), DbFailure::Permanent);
         assert_eq!(classify_code("54001"), DbFailure::Permanent);
         assert_eq!(classify_code("42P01"), DbFailure::Transient);
+        assert_eq!(classify_code("WAF01"), DbFailure::Fenced);
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbFailure::Unavailable);
         assert_eq!(classify(&sqlx::Error::RowNotFound), DbFailure::Transient);
     }

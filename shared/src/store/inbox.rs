@@ -129,8 +129,18 @@ pub async fn prune_all(
 
 /// The tenant schemas that have an inbox. The others await adoption (the earlier service's,
 /// see [`super::adopt`]) or have no tables yet: they are skipped, with one line for all of them.
+/// Fenced schemas are skipped too: a tenant moved away, paused, or being copied here, whose rows
+/// must not change ([`super::placement`]).
 async fn with_inbox(pool: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
-    let all = super::schema::tenant_schemas(pool).await?;
+    let fenced: Vec<String> = match sqlx::query_scalar("SELECT schema_name FROM wa_system.fences")
+        .fetch_all(pool)
+        .await
+    {
+        Err(e) if super::failure::sqlstate(&e).as_deref() == Some("42P01") => Vec::new(),
+        other => other?,
+    };
+    let mut all = super::schema::tenant_schemas(pool).await?;
+    all.retain(|s| !fenced.contains(s));
     let with: Vec<String> = sqlx::query_scalar(
         "SELECT n.nspname::text FROM pg_namespace n
          WHERE n.nspname = ANY($1)

@@ -14,7 +14,9 @@
 //! * [`failure`]: what a database error means for the events of a write (the one classifier).
 //! * [`onboarding`]: onboarding's log rows, contacts and campaign attribution.
 //! * [`exhausted`]: dead letters kept for operators; [`counts`]: row counts for operators.
-//! * [`tenants`]: which company id owns each tenant schema.
+//! * [`tenants`]: which company id owns each tenant schema, where it is placed, its state.
+//! * [`placement`]: the databases tenants are placed on, and the fences of moved tenants.
+//! * [`moves`]: moving a tenant to another placement, step by step; pausing and resuming it.
 //! * [`adopt`]: schemas the earlier service left: told apart from ours, and adopted.
 
 pub mod adopt;
@@ -29,7 +31,9 @@ pub mod exhausted;
 pub mod failure;
 pub mod inbox;
 pub mod messages;
+pub mod moves;
 pub mod onboarding;
+pub mod placement;
 pub mod schema;
 pub mod script;
 pub mod tenant_tx;

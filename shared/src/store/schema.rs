@@ -6,16 +6,16 @@
 //! the schema is looked at again every [`ADOPTION_RECHECK`], so they go through once it is adopted.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{Datelike, NaiveDate};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tracing::{error, info, warn};
 
 use super::adopt::{AwaitingAdoption, Standing};
 use super::failure::{classify, DbFailure};
+use super::placement::{Db, Placements, TenantState, UnknownPlacement};
 use super::script::Script;
 
 use crate::http::Notices;
@@ -47,6 +47,8 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(4, "0004", "inbox_publish_time"),
     migration!(5, "0005", "delivery_attempts"),
     migration!(6, "0006", "tenants"),
+    migration!(7, "0007", "placement_fences"),
+    migration!(8, "0008", "tenant_moves"),
 ];
 
 /// Connections of the pool schema work runs on.
@@ -69,6 +71,10 @@ pub enum SchemaError {
     /// The schema was left by the earlier service: its events wait until it is adopted.
     #[error(transparent)]
     AwaitingAdoption(#[from] AwaitingAdoption),
+    /// The tenant is not written now (paused, being moved, or placed on a database this
+    /// process does not know): its events wait, spending no attempt.
+    #[error("tenant {tenant} is held: {why}")]
+    Held { tenant: String, why: String },
     /// The schema belongs to an id that differs from this one only in case (SPEC §3).
     #[error("tenant {tenant} is refused: its schema {schema} belongs to tenant {owner} (ids that differ only in case share a schema)")]
     Owned {
@@ -84,12 +90,17 @@ pub enum SchemaError {
 ///
 /// Schema work runs on a small pool of its own ([`DDL_CONNECTIONS`] connections to the same
 /// database), so that a burst of new tenants never takes the connections writes need.
+///
+/// Each tenant is written on the database of its placement ([`super::placement`]), read from
+/// `wa_system.tenants` on the main database when the tenant is first met, and again after
+/// [`Schemas::forget`].
 pub struct Schemas {
-    pool: PgPool,
+    placements: Arc<Placements>,
     auto_migrate: bool,
-    ready: Mutex<HashSet<String>>,
-    /// Tenants known to own their schema.
-    owners: Mutex<HashSet<TenantId>>,
+    /// Schemas migrated to the latest version, by placement.
+    ready: Mutex<HashSet<(String, String)>>,
+    /// Tenants known to own their schema, active, with the database they are written on.
+    owners: Mutex<HashMap<TenantId, Arc<Db>>>,
     /// Months with a `messages` partition known to exist, per schema.
     partitions: Mutex<HashMap<String, HashSet<i32>>>,
     /// Schemas found awaiting adoption, and when.
@@ -106,13 +117,15 @@ struct Waiting {
 }
 
 impl Schemas {
+    /// Schemas of the main database only.
     pub fn new(pool: PgPool, auto_migrate: bool) -> Self {
-        let pool = PgPoolOptions::new()
-            .max_connections(DDL_CONNECTIONS)
-            .acquire_timeout(pool.options().get_acquire_timeout())
-            .connect_lazy_with((*pool.connect_options()).clone());
+        Self::placed(Arc::new(Placements::single(pool)), auto_migrate)
+    }
+
+    /// Schemas on every database of `placements`.
+    pub fn placed(placements: Arc<Placements>, auto_migrate: bool) -> Self {
         Schemas {
-            pool,
+            placements,
             auto_migrate,
             ready: Mutex::default(),
             owners: Mutex::default(),
@@ -127,9 +140,19 @@ impl Schemas {
         self.notices = notices;
     }
 
+    /// The databases tenants are placed on.
+    pub fn placements(&self) -> &Arc<Placements> {
+        &self.placements
+    }
+
     /// Whether the tenant is known to own its schema, ready at the latest migration.
     pub fn is_ready(&self, tenant: &TenantId) -> bool {
-        self.owners.lock().expect("lock").contains(tenant)
+        self.owners.lock().expect("lock").contains_key(tenant)
+    }
+
+    /// The database the tenant is written on, when it is ready ([`Schemas::ensure`]).
+    pub fn db_of(&self, tenant: &TenantId) -> Option<Arc<Db>> {
+        self.owners.lock().expect("lock").get(tenant).cloned()
     }
 
     /// Whether a `messages` partition is known to exist for every month of `dates`.
@@ -147,51 +170,90 @@ impl Schemas {
 
     /// Makes sure the tenant owns its schema (recorded in `wa_system.tenants` the first time)
     /// and the schema exists at the latest migration.
-    pub async fn ensure(&self, tenant: &TenantId) -> Result<(), SchemaError> {
-        if self.owners.lock().expect("lock").contains(tenant) {
-            return Ok(());
+    ///
+    /// The tenant's record says where it is placed: a tenant paused or being moved, or placed
+    /// on a database this process does not know, is [`SchemaError::Held`] (not remembered, so
+    /// it is read again for its next events).
+    pub async fn ensure(&self, tenant: &TenantId) -> Result<Arc<Db>, SchemaError> {
+        if let Some(db) = self.db_of(tenant) {
+            return Ok(db);
         }
         if let Some(refusal) = self.still_awaiting(&tenant.schema_name()) {
             return Err(refusal.into());
         }
         self.ensure_schema(SYSTEM_SCHEMA).await?;
-        let owner = super::tenants::claim(&self.pool, tenant).await?;
-        if owner != tenant.as_str() {
+        let record = super::tenants::claim(&self.placements.main().ddl, tenant).await?;
+        if record.tenant_id != tenant.as_str() {
             return Err(SchemaError::Owned {
                 tenant: tenant.to_string(),
                 schema: tenant.schema_name(),
-                owner,
+                owner: record.tenant_id,
             });
         }
-        self.prepare_schema(&tenant.schema_name(), Some(tenant))
-            .await?;
-        self.owners.lock().expect("lock").insert(tenant.clone());
-        Ok(())
+        let held = |why: String| SchemaError::Held {
+            tenant: tenant.to_string(),
+            why,
+        };
+        if record.state() != TenantState::Active {
+            return Err(held(format!(
+                "its state is {} (placement {})",
+                record.state, record.placement
+            )));
+        }
+        let db = self
+            .placements
+            .db(&record.placement)
+            .map_err(|e: UnknownPlacement| held(e.to_string()))?;
+        let prepared = async {
+            if !db.is_main() {
+                self.prepare_schema(&db, SYSTEM_SCHEMA, None).await?;
+            }
+            self.prepare_schema(&db, &tenant.schema_name(), Some(tenant))
+                .await
+        };
+        match prepared.await {
+            // Another placement's database being down holds its tenants only.
+            Err(SchemaError::Db(e)) if !db.is_main() && classify(&e) == DbFailure::Unavailable => {
+                return Err(held(format!("placement {} is unavailable: {e}", db.name)))
+            }
+            other => other?,
+        }
+        self.owners
+            .lock()
+            .expect("lock")
+            .insert(tenant.clone(), db.clone());
+        Ok(db)
     }
 
-    /// Same as [`Schemas::ensure`] for a schema given by name (the system schema).
+    /// Same as [`Schemas::ensure`] for a schema of the main database given by name (the system
+    /// schema).
     pub async fn ensure_schema(&self, schema: &str) -> Result<(), SchemaError> {
-        self.prepare_schema(schema, None).await
+        let main = self.placements.main().clone();
+        self.prepare_schema(&main, schema, None).await
     }
 
-    /// Migrates `schema` (of `tenant`, when it is a tenant's), unless it awaits adoption.
+    /// Migrates `schema` (of `tenant`, when it is a tenant's) on `db`, unless it awaits
+    /// adoption.
     async fn prepare_schema(
         &self,
+        db: &Db,
         schema: &str,
         tenant: Option<&TenantId>,
     ) -> Result<(), SchemaError> {
-        if self.ready.lock().expect("lock").contains(schema) {
+        let key = (db.name.clone(), schema.to_owned());
+        if self.ready.lock().expect("lock").contains(&key) {
             return Ok(());
         }
         if let Some(refusal) = self.still_awaiting(schema) {
             return Err(refusal.into());
         }
+        let pool = &db.ddl;
         let migrated = if self.auto_migrate {
-            migrate_ours(&self.pool, schema).await?
+            migrate_ours(pool, schema).await?
         } else {
-            match super::adopt::standing(&self.pool, schema).await? {
+            match super::adopt::standing(pool, schema).await? {
                 Standing::Foreign(why) => Err(why),
-                _ if applied_version(&self.pool, schema).await? < latest_version() => {
+                _ if applied_version(pool, schema).await? < latest_version() => {
                     return Err(SchemaError::NotMigrated(schema.to_owned()))
                 }
                 _ => Ok(()),
@@ -206,7 +268,7 @@ impl Schemas {
             info!(schema, "schema adopted; its held events go through");
             self.notices.clear(&notice_key(schema));
         }
-        self.ready.lock().expect("lock").insert(schema.to_owned());
+        self.ready.lock().expect("lock").insert(key);
         Ok(())
     }
 
@@ -272,7 +334,10 @@ impl Schemas {
         if missing.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let db = self
+            .db_of(tenant)
+            .unwrap_or_else(|| self.placements.main().clone());
+        let mut tx = db.ddl.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .bind(partitions_lock_key(&schema))
             .execute(&mut *tx)
@@ -299,7 +364,10 @@ impl Schemas {
     pub fn forget(&self, tenant: &TenantId) {
         let schema = tenant.schema_name();
         self.owners.lock().expect("lock").remove(tenant);
-        self.ready.lock().expect("lock").remove(&schema);
+        self.ready
+            .lock()
+            .expect("lock")
+            .retain(|(_, s)| *s != schema);
         self.partitions.lock().expect("lock").remove(&schema);
     }
 }
@@ -505,7 +573,7 @@ async fn migrate_ours(pool: &PgPool, schema: &str) -> Result<Result<(), String>,
         tx.rollback().await?;
         return Ok(Err(why));
     }
-    let mut setup: Script<()> = Script::default();
+    let mut setup: Script<()> = Script::named("migrate");
     setup.push_sql((), &format!("CREATE SCHEMA IF NOT EXISTS {ident}"));
     setup.push_sql((), &format!("SET LOCAL search_path TO {ident}"));
     setup.push_sql((), BOOKKEEPING);

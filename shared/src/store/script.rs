@@ -18,6 +18,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use sqlx::postgres::PgRow;
 use sqlx::{Either, PgConnection};
+use tracing::Instrument;
+
+use super::failure::sqlstate;
+use crate::telemetry::spans;
 
 /// The values of one `$n` parameter: a column of an `unnest(…)`, or one scalar.
 #[derive(Debug, Clone)]
@@ -237,6 +241,8 @@ fn array<T>(
 pub struct Script<T> {
     sql: String,
     tags: Vec<T>,
+    /// What the round trip does, as its trace span names it (never the SQL).
+    operation: &'static str,
 }
 
 /// The statement of a script that failed, and why.
@@ -249,14 +255,20 @@ pub struct ScriptError<T> {
 
 impl<T: Copy> Default for Script<T> {
     fn default() -> Self {
-        Script {
-            sql: String::new(),
-            tags: Vec::new(),
-        }
+        Script::named("script")
     }
 }
 
 impl<T: Copy> Script<T> {
+    /// An empty script whose round trip traces name `operation` (`claim`, `write`, …).
+    pub fn named(operation: &'static str) -> Self {
+        Script {
+            sql: String::new(),
+            tags: Vec::new(),
+            operation,
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty()
     }
@@ -295,6 +307,15 @@ impl<T: Copy> Script<T> {
         if self.is_empty() {
             return Ok(Vec::new());
         }
+        let span = spans::db_statement(self.operation, self.tags.len());
+        let result = self.send(conn).instrument(span.clone()).await;
+        if let Err(e) = &result {
+            spans::db_failed(&span, sqlstate(&e.error).as_deref());
+        }
+        result
+    }
+
+    async fn send(&self, conn: &mut PgConnection) -> Result<Vec<Vec<PgRow>>, ScriptError<T>> {
         let mut results: Vec<Vec<PgRow>> = Vec::with_capacity(self.tags.len() + 1);
         results.push(Vec::new());
         let mut stream = sqlx::raw_sql(&self.sql).fetch_many(conn);

@@ -20,7 +20,7 @@ pub struct TenantTx {
 /// same text for every tenant and stay prepared), a lock timeout (a long table lock surfaces
 /// as an error instead of a hang), and the tenant's advisory lock, which serialises writers of
 /// one tenant across processes so that set-based "update, then insert the rest" statements
-/// cannot race.
+/// cannot race, taken by `wa_system.enter_tenant`, which also refuses a fenced schema.
 ///
 /// JIT compilation is off: these are short writes, and the planner's cost of a plan steered
 /// away from sequential scans (below) is high enough to make Postgres spend tens of
@@ -110,10 +110,10 @@ fn begin_statement(tenant: &TenantId, lock_timeout: Duration) -> String {
         "BEGIN; SELECT set_config('search_path', {}, true), set_config('lock_timeout', '{}ms', true), \
          set_config('enable_seqscan', 'off', true), set_config('enable_hashjoin', 'off', true), \
          set_config('enable_mergejoin', 'off', true), set_config('jit', 'off', true), \
-         pg_advisory_xact_lock(hashtextextended({}, 0))::text",
+         {}",
         quote_literal(&tenant.schema_ident()),
         lock_timeout.as_millis().max(1),
-        quote_literal(&tenant_lock_key(tenant)),
+        enter_call(tenant),
     )
 }
 
@@ -131,8 +131,18 @@ pub(crate) fn settings_statement(lock_timeout: Duration) -> String {
 /// (see [`begin`]), as one statement.
 pub(crate) fn enter_statement(tenant: &TenantId) -> String {
     format!(
-        "SELECT set_config('search_path', {}, true), pg_advisory_xact_lock(hashtextextended({}, 0))::text",
+        "SELECT set_config('search_path', {}, true), {}",
         quote_literal(&tenant.schema_ident()),
+        enter_call(tenant),
+    )
+}
+
+/// Takes the tenant's lock, and fails with SQLSTATE `WAF01` when its schema is fenced on this
+/// database (moved away or paused, see [`super::placement`]).
+fn enter_call(tenant: &TenantId) -> String {
+    format!(
+        "wa_system.enter_tenant({}, {})",
+        quote_literal(&tenant.schema_name()),
         quote_literal(&tenant_lock_key(tenant)),
     )
 }
@@ -174,7 +184,7 @@ mod tests {
         );
         assert!(sql.contains("'5000ms'"), "{sql}");
         assert!(
-            sql.contains("hashtextextended('wa:tenant:daisi_cmp_001', 0)"),
+            sql.contains("wa_system.enter_tenant('daisi_cmp_001', 'wa:tenant:daisi_cmp_001')"),
             "{sql}"
         );
         assert_eq!(quote_literal("a'b"), "'a''b'");

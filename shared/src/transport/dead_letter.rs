@@ -7,6 +7,8 @@ use bytes::Bytes;
 
 use crate::model::{DeadLetterEnvelope, EnvelopeInput, SourcePosition, Subject, TenantId};
 use crate::pipeline::{DeadLetter, InboundEvent};
+use crate::telemetry::spans;
+use tracing::Instrument;
 
 /// One dead letter ready to publish.
 #[derive(Debug, Clone)]
@@ -60,22 +62,39 @@ pub fn dead_letter_message(
     }
 }
 
-/// Publishes dead letters and waits for the stream to store each of them.
+/// Publishes dead letters and waits for the stream to store each of them. With traces, each
+/// carries the `traceparent` of the publishing span, so dlq-retry continues the trace.
 pub async fn publish_all(
     js: &Context,
     messages: &[DeadLetterMessage],
 ) -> Result<(), async_nats::Error> {
-    let mut pending = Vec::with_capacity(messages.len());
-    for m in messages {
-        let mut headers = HeaderMap::new();
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
-        pending.push(
-            js.publish_with_headers(m.subject.clone(), headers, m.body.clone())
-                .await?,
-        );
+    let span = spans::dlq_publish(messages.len());
+    let trace = spans::trace_headers(&span);
+    let published = async {
+        let mut pending = Vec::with_capacity(messages.len());
+        for m in messages {
+            let mut headers = HeaderMap::new();
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, m.msg_id.as_str());
+            if let Some(t) = &trace {
+                headers.insert(spans::TRACEPARENT, t.traceparent.as_str());
+                if let Some(state) = &t.tracestate {
+                    headers.insert(spans::TRACESTATE, state.as_str());
+                }
+            }
+            pending.push(
+                js.publish_with_headers(m.subject.clone(), headers, m.body.clone())
+                    .await?,
+            );
+        }
+        for ack in pending {
+            ack.await?;
+        }
+        Ok(())
     }
-    for ack in pending {
-        ack.await?;
+    .instrument(span.clone())
+    .await;
+    if published.is_err() {
+        spans::failed(&span);
     }
-    Ok(())
+    published
 }

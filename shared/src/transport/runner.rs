@@ -13,6 +13,7 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::metrics::EventMetrics;
 use crate::model::{Subject, TenantId};
 use crate::pipeline::{Handler, InboundEvent, Outcome};
+use crate::telemetry::spans;
 
 use super::dead_letter::{dead_letter_message, publish_all, DeadLetterMessage};
 use super::held::{keep_alive, Held};
@@ -237,6 +238,7 @@ impl<H: Handler> Runner<H> {
             }
         }
         let span = info_span!("batch", consumer = %self.settings.consumer, size = batch.len());
+        spans::link_producers(&span, batch.iter().map(|d| d.event.headers.as_slice()));
         async {
             let started = Instant::now();
             let (events, tickets): (Vec<InboundEvent>, Vec<(NatsSubject, u64)>) = batch
