@@ -17,6 +17,7 @@ pub mod rng;
 pub mod servers;
 pub mod stack;
 pub mod tenants;
+pub mod two_clusters;
 pub mod workload;
 
 pub use fixture::Fixture;

@@ -7,73 +7,46 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use wa_integration_tests::broker;
 use wa_integration_tests::functions::{Function, READY_WITHIN};
 use wa_integration_tests::lambda::{start_bridge, LocalLambda};
-use wa_integration_tests::servers::{OwnDatabase, PrivatePostgres};
-use wa_integration_tests::stack::Stack;
 use wa_integration_tests::tenants::counter_total;
+use wa_integration_tests::two_clusters::{connect, TwoClusters, SECOND};
 use wa_integration_tests::workload::{self, Upserts, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
 use wa_shared::model::{Subject, TenantId};
 use wa_shared::store::placement::{self, TenantState, DEFAULT_PLACEMENT};
-use wa_shared::store::schema::{migrate, tenant_schemas};
-use wa_shared::store::{tenants, SYSTEM_SCHEMA};
+use wa_shared::store::schema::tenant_schemas;
+use wa_shared::store::tenants;
 use wa_shared::transport::streams::{DLQ_STREAM, REALTIME_STREAM};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The placement of the private cluster, as `TENANT_DATABASES` names it.
-const SECOND: &str = "second";
 
 /// The realtime function's durable consumer and its metrics' prefix.
 const REALTIME: &str = "wa_realtime";
 const METRICS: &str = "message_event_service";
 
-/// The main database (fresh, on the shared Postgres), a second cluster, and a private NATS.
-struct Placed {
-    s: Stack,
-    _main: OwnDatabase,
-    second: PrivatePostgres,
-    second_url: String,
-    second_pool: PgPool,
+/// The two clusters, and what these tests do with them.
+struct Placed(TwoClusters);
+
+impl std::ops::Deref for Placed {
+    type Target = TwoClusters;
+    fn deref(&self) -> &TwoClusters {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Placed {
+    fn deref_mut(&mut self) -> &mut TwoClusters {
+        &mut self.0
+    }
 }
 
 impl Placed {
     async fn new(prefix: &str) -> Self {
-        let main = OwnDatabase::create("wa_place_").await;
-        let main_pool = connect(&main.url).await;
-        migrate(&main_pool, SYSTEM_SCHEMA)
-            .await
-            .expect("migrate wa_system on the main database");
-        let (second, second_url) = PrivatePostgres::with_database("tenants").await;
-        let second_pool = connect(&second_url).await;
-        let mut s = Stack::new(prefix).await;
-        s.database_url = main.url.clone();
-        s.pool = main_pool;
-        Placed {
-            s,
-            _main: main,
-            second,
-            second_url,
-            second_pool,
-        }
-    }
-
-    /// `TENANT_DATABASES` of the functions.
-    fn tenant_databases(&self) -> String {
-        format!("{SECOND}={}", self.second_url)
-    }
-
-    /// Starts a function with `TENANT_DATABASES` and `extra`.
-    async fn start(&self, bin: &str, extra: &[(&'static str, &str)]) -> Function {
-        let databases = self.tenant_databases();
-        let mut env = vec![("TENANT_DATABASES", databases.as_str())];
-        env.extend_from_slice(extra);
-        self.s.start(bin, &env).await
+        Placed(TwoClusters::new(prefix, "wa_place_").await)
     }
 
     /// Records `tenant` on `placement` in `state`, as an operator does before its first event.
@@ -146,15 +119,6 @@ impl Placed {
     async fn backlog(&self) -> Option<(u64, usize)> {
         broker::consumer_backlog(&self.s.js, REALTIME_STREAM, REALTIME).await
     }
-}
-
-async fn connect(url: &str) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(3)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// The tenant's inbox rows on the database of `pool`; None while it has no schema there.

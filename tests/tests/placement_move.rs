@@ -16,26 +16,19 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Context;
 use serde_json::{json, Value};
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use wa_integration_tests::functions::{binary, Function};
-use wa_integration_tests::servers::{OwnDatabase, PrivatePostgres};
-use wa_integration_tests::stack::Stack;
+use wa_integration_tests::two_clusters::{TwoClusters, SECOND};
 use wa_integration_tests::workload::{self, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::{self, *};
 use wa_shared::model::{quote_ident, TenantId};
 use wa_shared::store::moves::{self, MoveRecord};
 use wa_shared::store::placement::{self, TenantState, DEFAULT_PLACEMENT};
-use wa_shared::store::schema::migrate;
 use wa_shared::store::tenants::{self, TenantRecord};
-use wa_shared::store::SYSTEM_SCHEMA;
 use wa_shared::transport::streams::{DLQ_STREAM, REALTIME_STREAM};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// The placement of the private cluster, as `TENANT_DATABASES` names it.
-const SECOND: &str = "second";
 
 /// The realtime function's durable consumer and its metrics' prefix.
 const REALTIME: &str = "wa_realtime";
@@ -48,44 +41,23 @@ const SIGABRT: i32 = 6;
 const CHUNK: usize = 10;
 const PACE: Duration = Duration::from_millis(20);
 
-/// The main database, a second cluster, a private NATS.
-struct World {
-    s: Stack,
-    second_pool: PgPool,
-    second_url: String,
-    _second: PrivatePostgres,
-    _main: OwnDatabase,
+/// The two clusters, and what these tests do with them.
+struct World(TwoClusters);
+
+impl std::ops::Deref for World {
+    type Target = TwoClusters;
+    fn deref(&self) -> &TwoClusters {
+        &self.0
+    }
 }
 
 impl World {
     async fn new(prefix: &str) -> Self {
-        let main = OwnDatabase::create("wa_move_").await;
-        let main_pool = connect(&main.url).await;
-        migrate(&main_pool, SYSTEM_SCHEMA)
-            .await
-            .expect("migrate wa_system on the main database");
-        let (second, second_url) = PrivatePostgres::with_database("tenants").await;
-        let mut s = Stack::new(prefix).await;
-        s.database_url = main.url.clone();
-        s.pool = main_pool;
-        World {
-            s,
-            second_pool: connect(&second_url).await,
-            second_url,
-            _second: second,
-            _main: main,
-        }
-    }
-
-    fn tenant_databases(&self) -> String {
-        format!("{SECOND}={}", self.second_url)
+        World(TwoClusters::new(prefix, "wa_move_").await)
     }
 
     async fn realtime(&self, extra: &[(&'static str, &str)]) -> Function {
-        let databases = self.tenant_databases();
-        let mut env = vec![("TENANT_DATABASES", databases.as_str())];
-        env.extend_from_slice(extra);
-        self.s.start("wa-realtime", &env).await
+        self.start("wa-realtime", extra).await
     }
 
     /// Runs `wa-admin` on the main database with `TENANT_DATABASES`, plus `env`.
@@ -207,15 +179,6 @@ fn texts(out: &std::process::Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-async fn connect(url: &str) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(3)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect to {url}: {e}"))
 }
 
 /// `n` events whose effects do not depend on the order they are applied in (a move delays a

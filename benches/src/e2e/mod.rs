@@ -469,67 +469,65 @@ pub async fn run(settings: &Settings) -> Result<Results> {
     })
 }
 
+/// What a phase run on its own needs: its log directory, the function binaries and the
+/// streams, reset.
+struct Alone {
+    logs: std::path::PathBuf,
+    bin_dir: std::path::PathBuf,
+    js: JetStream,
+}
+
+impl Alone {
+    async fn prepare(settings: &Settings) -> Result<Alone> {
+        let _ = STARTED.set(Instant::now());
+        let logs = settings.out_dir().join("logs");
+        std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
+        let bin_dir = match &settings.bin_dir {
+            Some(dir) => dir.clone(),
+            None => wa_testkit::bin_dir()?,
+        };
+        if !bin_dir.join("wa-realtime").is_file() {
+            return Err(Error::new(format!(
+                "{} not found; build it (cargo build --release -p wa-realtime) or pass --bin-dir",
+                bin_dir.join("wa-realtime").display()
+            )));
+        }
+        if profile_of(&bin_dir) != "release" && !settings.smoke {
+            eprintln!("warning: the function binaries in {} are not a release build: the numbers do not represent the product", bin_dir.display());
+        }
+        let client = async_nats::connect(&settings.nats_url)
+            .await
+            .context(format_args!("connecting to NATS at {}", settings.nats_url))?;
+        let js = async_nats::jetstream::new(client);
+        stack::reset_streams(&js).await?;
+        Ok(Alone { logs, bin_dir, js })
+    }
+
+    fn stage<'a>(&'a self, settings: &'a Settings) -> Stage<'a> {
+        Stage {
+            settings,
+            js: &self.js,
+            bin_dir: &self.bin_dir,
+            logs: &self.logs,
+        }
+    }
+}
+
 /// The tracing overhead phase alone (`--tracing-overhead`): see [`tracing`].
 pub async fn run_tracing(settings: &Settings) -> Result<tracing::Overhead> {
-    let _ = STARTED.set(Instant::now());
-    let logs = settings.out_dir().join("logs");
-    std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
-    let bin_dir = match &settings.bin_dir {
-        Some(dir) => dir.clone(),
-        None => wa_testkit::bin_dir()?,
-    };
-    if !bin_dir.join("wa-realtime").is_file() {
-        return Err(Error::new(format!(
-            "{} not found; build it (cargo build --release -p wa-realtime) or pass --bin-dir",
-            bin_dir.join("wa-realtime").display()
-        )));
-    }
-    if profile_of(&bin_dir) != "release" && !settings.smoke {
-        eprintln!("warning: the function binaries in {} are not a release build: the numbers do not represent the product", bin_dir.display());
-    }
-    let client = async_nats::connect(&settings.nats_url)
-        .await
-        .context(format_args!("connecting to NATS at {}", settings.nats_url))?;
-    let js = async_nats::jetstream::new(client);
-    stack::reset_streams(&js).await?;
+    let alone = Alone::prepare(settings).await?;
     eprintln!(
         "{} tracing overhead: {} rounds of traces off, ratio 1.0 and ratio 0.01, {} events each",
         stamp(),
         settings.tracing_rounds,
         n(settings.tracing_count as f64)
     );
-    let stage = Stage {
-        settings,
-        js: &js,
-        bin_dir: &bin_dir,
-        logs: &logs,
-    };
-    tracing::run(&stage).await
+    tracing::run(&alone.stage(settings)).await
 }
 
 /// The placement comparison alone (`--placements 2`): see [`placement`].
 pub async fn run_placements(settings: &Settings) -> Result<placement::Placements> {
-    let _ = STARTED.set(Instant::now());
-    let logs = settings.out_dir().join("logs");
-    std::fs::create_dir_all(&logs).context(format_args!("creating {}", logs.display()))?;
-    let bin_dir = match &settings.bin_dir {
-        Some(dir) => dir.clone(),
-        None => wa_testkit::bin_dir()?,
-    };
-    if !bin_dir.join("wa-realtime").is_file() {
-        return Err(Error::new(format!(
-            "{} not found; build it (cargo build --release -p wa-realtime) or pass --bin-dir",
-            bin_dir.join("wa-realtime").display()
-        )));
-    }
-    if profile_of(&bin_dir) != "release" && !settings.smoke {
-        eprintln!("warning: the function binaries in {} are not a release build: the numbers do not represent the product", bin_dir.display());
-    }
-    let client = async_nats::connect(&settings.nats_url)
-        .await
-        .context(format_args!("connecting to NATS at {}", settings.nats_url))?;
-    let js = async_nats::jetstream::new(client);
-    stack::reset_streams(&js).await?;
+    let alone = Alone::prepare(settings).await?;
     eprintln!(
         "{} placement: {} rounds of {} tenants on one Postgres cluster and on two, {} events each",
         stamp(),
@@ -537,13 +535,7 @@ pub async fn run_placements(settings: &Settings) -> Result<placement::Placements
         settings.placement_tenants,
         n(settings.placement_count as f64)
     );
-    let stage = Stage {
-        settings,
-        js: &js,
-        bin_dir: &bin_dir,
-        logs: &logs,
-    };
-    placement::run(&stage).await
+    placement::run(&alone.stage(settings)).await
 }
 
 /// Publish→commit latency with `tenants` tenants: a fresh `wa-realtime` on a scratch database,
