@@ -201,39 +201,71 @@ fn sample(seqs: &[u64]) -> String {
 }
 
 /// The sequences `stream` holds on `subject`, read with an ephemeral consumer (one subject per
-/// consumer, which nats-server 2.9 accepts).
+/// consumer, which nats-server 2.9 accepts). A cluster that is electing leaders may refuse a
+/// read (503) or lose the consumer: the reading goes on from the last sequence read, with a
+/// new consumer, until [`READ_WITHIN`].
 async fn stored_sequences(js: &Context, stream: &str, subject: &str) -> Vec<u64> {
-    let stream = js.get_stream(stream).await.expect("stream");
+    let mut out = Vec::new();
+    let mut want: Option<usize> = None;
+    let start = std::time::Instant::now();
+    while want.is_none_or(|w| out.len() < w) {
+        assert!(
+            start.elapsed() < READ_WITHIN,
+            "read {} of the {want:?} messages on {subject} within {READ_WITHIN:?}",
+            out.len()
+        );
+        if let Err(e) = read_on(js, stream, subject, &mut out, &mut want).await {
+            eprintln!("reading {subject} of {stream}: {e}; reading on with a new consumer");
+            // A pause before the next try, so a cluster without a leader is not asked in a
+            // tight loop (the deadline above bounds the whole read).
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    out
+}
+
+/// Reads on from the sequence after the last in `out`; the first consumer's pending count is
+/// how many there are to read (`want`).
+async fn read_on(
+    js: &Context,
+    stream: &str,
+    subject: &str,
+    out: &mut Vec<u64>,
+    want: &mut Option<usize>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let stream = js.get_stream(stream).await?;
+    let deliver_policy = match out.last() {
+        Some(last) => DeliverPolicy::ByStartSequence {
+            start_sequence: last + 1,
+        },
+        None => DeliverPolicy::All,
+    };
     let mut consumer = stream
         .create_consumer(pull::Config {
             filter_subject: subject.to_owned(),
-            deliver_policy: DeliverPolicy::All,
+            deliver_policy,
             ack_policy: AckPolicy::None,
             inactive_threshold: Duration::from_secs(30),
             ..Default::default()
         })
-        .await
-        .expect("ephemeral consumer");
-    let want = consumer.info().await.expect("consumer info").num_pending as usize;
-    let mut out = Vec::with_capacity(want);
-    let start = std::time::Instant::now();
-    while out.len() < want {
-        assert!(
-            start.elapsed() < READ_WITHIN,
-            "read {} of the {want} messages on {subject} within {READ_WITHIN:?}",
-            out.len()
-        );
+        .await?;
+    if want.is_none() {
+        *want = Some(consumer.info().await?.num_pending as usize);
+    }
+    while want.is_some_and(|w| out.len() < w) {
         let mut batch = consumer
             .fetch()
             .max_messages(1000)
             .expires(Duration::from_secs(1))
             .messages()
-            .await
-            .expect("fetch");
+            .await?;
+        let before = out.len();
         while let Some(m) = batch.next().await {
-            let m = m.expect("message");
-            out.push(m.info().expect("a JetStream message").stream_sequence);
+            out.push(m?.info()?.stream_sequence);
+        }
+        if out.len() == before {
+            return Err("an empty fetch".into());
         }
     }
-    out
+    Ok(())
 }
