@@ -13,13 +13,25 @@ pub fn nats_url() -> String {
 
 /// A JetStream context on `url`: one server, or a comma-separated list of a cluster's (as the
 /// product's `NATS_URL`), reconnecting for as long as it lives.
+///
+/// A server that has just started may reset the first connection (its port open before it
+/// serves): connecting is tried again for up to 10 s.
 pub async fn jetstream(url: &str) -> Context {
     let servers: Vec<&str> = url.split(',').map(str::trim).collect();
-    let client = async_nats::ConnectOptions::new()
-        .connect(servers)
-        .await
-        .expect("connect to NATS");
-    jetstream::new(client)
+    let start = std::time::Instant::now();
+    loop {
+        match async_nats::ConnectOptions::new()
+            .connect(servers.clone())
+            .await
+        {
+            Ok(client) => return jetstream::new(client),
+            Err(e) if start.elapsed() < Duration::from_secs(10) => {
+                eprintln!("connect to NATS at {url}: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("connect to NATS at {url}: {e}"),
+        }
+    }
 }
 
 /// Publishes like the producer (no Nats-Msg-Id), waiting for the stream to store it.
