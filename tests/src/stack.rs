@@ -48,9 +48,17 @@ impl<N: NatsServers> Stack<N> {
         for spec in
             wa_shared::transport::streams::stream_specs(replicas, Duration::from_secs(7 * 86400))
         {
-            wa_shared::transport::streams::ensure_stream(&self.js, &spec)
-                .await
-                .expect("create stream");
+            // A cluster that has just formed may not count every peer yet ("no suitable
+            // peers for placement"): creating is tried again for up to 30 s.
+            let start = std::time::Instant::now();
+            while let Err(e) = wa_shared::transport::streams::ensure_stream(&self.js, &spec).await {
+                assert!(
+                    start.elapsed() < Duration::from_secs(30),
+                    "create stream: {e:?}"
+                );
+                eprintln!("create stream {}: {e:?}; trying again", spec.name);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
 
