@@ -60,6 +60,20 @@ impl TwoClusters {
     }
 }
 
+/// Events of `tenant` function `f` let wait so far (`*_event_processing_actions_total` with
+/// `action="wait"`).
+pub async fn waited(f: &Function, tenant: &str) -> f64 {
+    let Some((_, body)) = f.get("/metrics").await else {
+        return 0.0;
+    };
+    let company = format!("company_id=\"{tenant}\"");
+    body.lines()
+        .filter(|l| l.starts_with("message_event_service_event_processing_actions_total{"))
+        .filter(|l| l.contains(&company) && l.contains("action=\"wait\""))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
 /// A small pool on `url`, connected now.
 pub async fn connect(url: &str) -> PgPool {
     PgPoolOptions::new()

@@ -12,7 +12,7 @@ use wa_integration_tests::broker;
 use wa_integration_tests::functions::{Function, READY_WITHIN};
 use wa_integration_tests::lambda::{start_bridge, LocalLambda};
 use wa_integration_tests::tenants::counter_total;
-use wa_integration_tests::two_clusters::{connect, TwoClusters, SECOND};
+use wa_integration_tests::two_clusters::{connect, waited, TwoClusters, SECOND};
 use wa_integration_tests::workload::{self, Upserts, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::*;
@@ -127,20 +127,6 @@ async fn inbox(pool: &PgPool, tenant: &str) -> Option<i64> {
         .await
         .get(tenant)
         .map(|c| c.inbox)
-}
-
-/// Events of `tenant` the function let wait so far (`*_event_processing_actions_total` with
-/// `action="wait"`).
-async fn waited(f: &Function, tenant: &str) -> f64 {
-    let Some((_, body)) = f.get("/metrics").await else {
-        return 0.0;
-    };
-    let company = format!("company_id=\"{tenant}\"");
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{METRICS}_event_processing_actions_total{{")))
-        .filter(|l| l.contains(&company) && l.contains("action=\"wait\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
 }
 
 /// Waits until every one of `events` events of `tenant` was let wait at least `rounds` times.

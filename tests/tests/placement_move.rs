@@ -18,7 +18,7 @@ use async_nats::jetstream::Context;
 use serde_json::{json, Value};
 use sqlx::PgPool;
 use wa_integration_tests::functions::{binary, Function};
-use wa_integration_tests::two_clusters::{TwoClusters, SECOND};
+use wa_integration_tests::two_clusters::{waited, TwoClusters, SECOND};
 use wa_integration_tests::workload::{self, Workload};
 use wa_integration_tests::*;
 use wa_shared::model::EventKind::{self, *};
@@ -30,9 +30,8 @@ use wa_shared::transport::streams::{DLQ_STREAM, REALTIME_STREAM};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// The realtime function's durable consumer and its metrics' prefix.
+/// The realtime function's durable consumer.
 const REALTIME: &str = "wa_realtime";
-const METRICS: &str = "message_event_service";
 
 /// The signal `std::process::abort` raises.
 const SIGABRT: i32 = 6;
@@ -549,19 +548,6 @@ const FEW_ATTEMPTS: &[(&str, &str)] = &[
     ("BACKOFF", "100ms"),
     ("RETRY_WINDOW", "0s"),
 ];
-
-/// Events of `tenant` the function let wait so far.
-async fn waited(f: &Function, tenant: &str) -> f64 {
-    let Some((_, body)) = f.get("/metrics").await else {
-        return 0.0;
-    };
-    let company = format!("company_id=\"{tenant}\"");
-    body.lines()
-        .filter(|l| l.starts_with(&format!("{METRICS}_event_processing_actions_total{{")))
-        .filter(|l| l.contains(&company) && l.contains("action=\"wait\""))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test]
 async fn a_paused_tenant_holds_its_events_until_resumed() {
