@@ -4,14 +4,19 @@
 //! The events of each tenant form a `Part`. The parts are written in transactions of up to
 //! [`TENANTS_PER_TRANSACTION`] tenants (a transaction holds a lock on every relation it
 //! touches, and the server's lock table is finite), two at a time. One attempt writes a
-//! chunk's parts in one [`BatchTx`]: a first script enters each tenant's schema under its lock (in schema-name
-//! order) and claims the events in the tenant's inbox; a second writes the fresh events of
-//! every part (its [`Plan`]'s statements); a third, only when some patch found no message,
-//! takes back those events' claims. The commit ends the last script. So 32 tenants cost the
-//! two or three round trips and the one commit that one tenant costs.
+//! chunk's parts in one [`BatchTx`]: a first script takes every tenant's lock in one statement
+//! (in schema-name order) and claims the events in each tenant's inbox (a plain insert that
+//! returns the keys it recorded: the fresh events); a second writes the fresh events of every
+//! part (its [`Plan`]'s statements), reading first what was recorded of any event processed
+//! before; a third, only when some patch found no message, takes back those events' claims.
+//! The commit ends the last script. So 32 tenants cost the two or three round trips and the
+//! one commit that one tenant costs, and each tenant adds only its claim and its writes to
+//! the server's work.
 //!
 //! When a statement fails, Postgres says which one, so the failure is pinned on its part:
 //! * the database is unavailable: the batch is held (nothing decided);
+//! * a tenant's schema is fenced (paused or moved; the lock statement's refusal names it): its
+//!   events wait;
 //! * a conflict (deadlock, serialization): the attempt runs again, up to three times;
 //! * no partition for a message (detached or dropped): recreated once, and run again;
 //! * the part's own data is refused: the part is split in halves, and a single history event
@@ -51,6 +56,8 @@ const CONFLICT_ATTEMPTS: usize = 3;
 enum Tag {
     /// The transaction's own (begin, settings, commit).
     Batch,
+    /// The statement taking every tenant's lock (a refusal names the fenced schema).
+    Enter,
     /// Part `.0`'s.
     Part(usize),
     /// Item `.1` of the history event of part `.0`, written item by item.
@@ -60,7 +67,7 @@ enum Tag {
 impl Tag {
     fn part(self) -> Option<usize> {
         match self {
-            Tag::Batch => None,
+            Tag::Batch | Tag::Enter => None,
             Tag::Part(p) | Tag::Item(p, _) => Some(p),
         }
     }
@@ -232,10 +239,9 @@ impl Processor {
                 return Err(Unavailable(error.to_string()));
             }
             if class == DbFailure::Fenced {
-                if let Some(p) = tag.and_then(Tag::part) {
+                if let Some(tenant) = fenced_tenant(&parts, tag, &error) {
                     // The tenant was paused or moved: its events wait, and what is known of
                     // its placement is read again for the next ones.
-                    let tenant = parts[p].tenant;
                     debug!(tenant = %tenant, error = %error, "tenant fenced here; its events wait");
                     self.schemas.forget(tenant);
                     parts.retain(|part| {
@@ -449,17 +455,20 @@ async fn write_in(
         })
         .collect();
 
-    // 1. Begin; enter each tenant under its lock; claim the events.
+    // 1. Begin; take every tenant's lock (in schema-name order); claim the events.
     let mut first = Script::named("claim");
     tx.begin_into(&mut first, Tag::Batch);
+    let mut tenants: Vec<&TenantId> = order.iter().map(|&p| parts[p].tenant).collect();
+    tenants.dedup();
+    BatchTx::enter_all_into(&mut first, Tag::Enter, &tenants);
     let mut claim_at: Vec<Option<usize>> = vec![None; parts.len()];
     let mut entered: Option<&TenantId> = None;
     for &p in &order {
-        if entered != Some(parts[p].tenant) {
-            BatchTx::enter_into(&mut first, Tag::Part(p), parts[p].tenant);
-            entered = Some(parts[p].tenant);
-        }
         if let Some(claim) = inbox::claim(&claims[p]) {
+            if entered != Some(parts[p].tenant) {
+                BatchTx::switch_into(&mut first, Tag::Part(p), parts[p].tenant);
+                entered = Some(parts[p].tenant);
+            }
             claim_at[p] = Some(first.len());
             first
                 .push(Tag::Part(p), &claim)
@@ -467,16 +476,18 @@ async fn write_in(
         }
     }
     let rows = tx.run(&first).await?;
-    let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
+    // The keys each part claimed now: its fresh events. The others were processed before.
+    let mut claimed: Vec<HashSet<StreamKey>> = Vec::with_capacity(parts.len());
     for (p, at) in claim_at.iter().enumerate() {
-        seen.push(match at {
-            Some(i) => inbox::seen(&rows[*i]).map_err(|error| ScriptError {
+        claimed.push(match at {
+            Some(i) => inbox::claimed(&rows[*i]).map_err(|error| ScriptError {
                 tag: Some(Tag::Part(p)),
                 error,
             })?,
-            None => HashMap::new(),
+            None => HashSet::new(),
         });
     }
+    let fresh = |p: usize, k: &StreamKey| claimed[p].contains(k);
 
     // 2. The fresh events' writes.
     let plans: Vec<Vec<(Tag, Plan)>> = parts
@@ -487,7 +498,7 @@ async fn write_in(
                 .events
                 .iter()
                 .zip(&keys[p])
-                .filter(|(_, k)| !seen[p].contains_key(*k))
+                .filter(|(_, k)| fresh(p, k))
                 .map(|(d, _)| d);
             if part.item_by_item {
                 let refused: HashSet<usize> =
@@ -508,9 +519,20 @@ async fn write_in(
     let mut writes = Script::named("write");
     // (statement, part, plan, round) of each patch statement.
     let mut patches: Vec<(usize, usize, usize, usize)> = Vec::new();
+    // The statement reading what was recorded of each part's events processed before.
+    let mut recorded_at: Vec<Option<usize>> = vec![None; parts.len()];
     for &p in &order {
         let company = parts[p].tenant.as_str();
         let mut switched = false;
+        let before: Vec<&StreamKey> = keys[p].iter().filter(|k| !fresh(p, k)).collect();
+        if let Some(recorded) = inbox::recorded(&before) {
+            BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
+            switched = true;
+            recorded_at[p] = Some(writes.len());
+            writes
+                .push(Tag::Part(p), &recorded)
+                .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
+        }
         for (k, (tag, plan)) in plans[p].iter().enumerate() {
             for s in plan.statements(company) {
                 if !switched {
@@ -530,6 +552,16 @@ async fn write_in(
         BatchTx::commit_into(&mut writes, Tag::Batch);
     }
     let rows = tx.run(&writes).await?;
+    let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
+    for (p, at) in recorded_at.iter().enumerate() {
+        seen.push(match at {
+            Some(i) => inbox::seen(&rows[*i]).map_err(|error| ScriptError {
+                tag: Some(Tag::Part(p)),
+                error,
+            })?,
+            None => HashMap::new(),
+        });
+    }
 
     // 3. Claims of patches whose message is not there yet are taken back; commit.
     let mut not_found: Vec<HashSet<usize>> = vec![HashSet::new(); parts.len()];
@@ -565,13 +597,14 @@ async fn write_in(
     for (p, part) in parts.iter().enumerate() {
         for (i, d) in part.events.iter().enumerate() {
             let event = &events[d.idx];
-            let outcome = if let Some(dead) = seen[p].get(&keys[p][i]) {
+            let outcome = if !fresh(p, &keys[p][i]) {
                 debug!(
                     seq = event.stream_sequence,
                     "duplicate delivery; effects already committed"
                 );
-                let items: Vec<DeadLetter> = dead
-                    .as_deref()
+                let items: Vec<DeadLetter> = seen[p]
+                    .get(&keys[p][i])
+                    .and_then(|dead| dead.as_deref())
                     .and_then(|j| serde_json::from_str(j).ok())
                     .unwrap_or_default();
                 ack(items)
@@ -584,6 +617,26 @@ async fn write_in(
         }
     }
     Ok(out)
+}
+
+/// The tenant a fence refusal of statement `tag` is about: the part's, or the one whose schema
+/// the refusal of the lock statement names.
+fn fenced_tenant<'d>(
+    parts: &[Part<'d, '_>],
+    tag: Option<Tag>,
+    error: &sqlx::Error,
+) -> Option<&'d TenantId> {
+    match tag? {
+        Tag::Enter => {
+            let message = error.as_database_error()?.message();
+            let schema = batch_tx::fenced_schema(message)?;
+            parts
+                .iter()
+                .find(|p| p.tenant.schema_name() == schema)
+                .map(|p| p.tenant)
+        }
+        tag => tag.part().map(|p| parts[p].tenant),
+    }
 }
 
 /// Tenants written in one transaction, at most. Every relation a transaction touches stays

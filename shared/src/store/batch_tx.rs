@@ -1,11 +1,12 @@
 //! The transaction a batch's writes run in: every tenant of the batch on one connection, in
 //! a few [`Script`]s, whatever the number of tenants.
 //!
-//! * The first script begins the transaction ([`BatchTx::begin_into`]); each tenant's schema
-//!   and lock are entered with [`BatchTx::enter_into`], in the order of their schema names, so
-//!   two batches that share tenants take their locks in the same order and cannot deadlock
-//!   (two schema names whose 64-bit lock keys collide could still meet in a deadlock, which
-//!   Postgres detects and the writer runs again as a conflict).
+//! * The first script begins the transaction ([`BatchTx::begin_into`]); the tenants' locks are
+//!   taken with [`BatchTx::enter_all_into`] (one statement for all of them), in the order of
+//!   their schema names, so two batches that share tenants take their locks in the same order
+//!   and cannot deadlock (two schema names whose 64-bit lock keys collide could still meet in a
+//!   deadlock, which Postgres detects and the writer runs again as a conflict); each tenant's
+//!   statements follow [`BatchTx::switch_into`] its schema.
 //! * [`BatchTx::commit_into`] ends the last script with the commit, so a batch whose writes
 //!   need nothing back costs two round trips.
 //! * A failed or abandoned transaction is rolled back, or its connection closed, before the
@@ -18,7 +19,10 @@ use std::time::Duration;
 use tracing::debug;
 
 use super::script::{Script, ScriptError};
-use super::tenant_tx::{enter_statement, settings_statement, switch_statement};
+pub(crate) use super::tenant_tx::fenced_schema;
+use super::tenant_tx::{
+    enter_all_statement, settings_statement, switch_statement, tenant_lock_key,
+};
 use crate::model::TenantId;
 
 /// An open batch transaction (see the module).
@@ -62,9 +66,16 @@ impl BatchTx {
         script.push_sql(tag, &settings_statement(self.lock_timeout));
     }
 
-    /// Adds "write to `tenant`'s schema, under its lock" to `script`.
-    pub fn enter_into<T: Copy>(script: &mut Script<T>, tag: T, tenant: &TenantId) {
-        script.push_sql(tag, &enter_statement(tenant));
+    /// Adds "take the locks of `tenants`, in this order, refusing a fenced schema" to
+    /// `script`, as one statement (a refusal names the schema: [`fenced_schema`]).
+    pub fn enter_all_into<T: Copy>(script: &mut Script<T>, tag: T, tenants: &[&TenantId]) {
+        let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name()).collect();
+        let keys: Vec<String> = tenants.iter().map(|t| tenant_lock_key(t)).collect();
+        let schemas: Vec<&str> = schemas.iter().map(String::as_str).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        script
+            .push(tag, &enter_all_statement(&schemas, &keys))
+            .expect("schema names hold no NUL");
     }
 
     /// Adds "write to `tenant`'s schema" (its lock taken earlier) to `script`.

@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
 use crate::model::TenantId;
 use crate::store::failure::{classify, DbFailure};
+use crate::store::script::Statement;
 
 /// An open transaction on one tenant's schema (see [`begin`]). The writes that take it cannot
 /// reach another tenant's schema or name the wrong company.
@@ -147,15 +148,32 @@ fn enter_call(tenant: &TenantId) -> String {
     )
 }
 
-/// Makes `tenant`'s schema the one the next statements write to (its lock already taken).
+/// Makes `tenant`'s schema the one the next statements write to (its lock already taken): a
+/// utility statement, which the server neither plans nor executes as a query.
 pub(crate) fn switch_statement(tenant: &TenantId) -> String {
-    format!(
-        "SELECT set_config('search_path', {}, true)",
-        quote_literal(&tenant.schema_ident()),
-    )
+    format!("SET LOCAL search_path TO {}", tenant.schema_ident())
 }
 
-fn tenant_lock_key(tenant: &TenantId) -> String {
+/// The statement that takes the locks of `tenants` (in the order given) and refuses a fenced
+/// schema among them, as [`enter_call`] does for one: one statement for all of them. The
+/// refusal names the schema ([`fenced_schema`]).
+pub(crate) fn enter_all_statement<'a>(schemas: &[&'a str], keys: &[&'a str]) -> Statement<'a> {
+    Statement::new(
+        "SELECT wa_system.enter_tenant(s, k) FROM unnest($1::text[], $2::text[]) AS t(s, k)",
+    )
+    .bind(schemas.to_vec())
+    .bind(keys.to_vec())
+}
+
+/// The schema a refusal of `wa_system.enter_tenant` names.
+pub(crate) fn fenced_schema(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("tenant schema ")?
+        .split_once(" is fenced on this database")
+        .map(|(schema, _)| schema)
+}
+
+pub(crate) fn tenant_lock_key(tenant: &TenantId) -> String {
     schema_lock_key(&tenant.schema_name())
 }
 
@@ -188,5 +206,18 @@ mod tests {
             "{sql}"
         );
         assert_eq!(quote_literal("a'b"), "'a''b'");
+        assert_eq!(
+            switch_statement(&t),
+            r#"SET LOCAL search_path TO "daisi_cmp_001""#
+        );
+    }
+
+    #[test]
+    fn a_refusal_names_its_schema() {
+        assert_eq!(
+            fenced_schema("tenant schema daisi_a is fenced on this database (moved to eu)"),
+            Some("daisi_a")
+        );
+        assert_eq!(fenced_schema("deadlock detected"), None);
     }
 }
