@@ -492,14 +492,14 @@ pub(crate) async fn publications_missing(
 
 /// The publications that list partitions of `$1.messages` one by one (not `messages` itself,
 /// not every table), but not partition `$2`. Read from `pg_publication_rel` by index, never
-/// by expanding every publication's tables.
+/// by expanding every publication's tables; the tables are found by their qualified names
+/// (`to_regclass`), so a cached plan cannot start from every schema's `messages` (it did, and
+/// took 0.1–0.4 s with 512 tenants, once for every partition created).
 const PUBLICATIONS_OF_SIBLINGS: &str = "
 WITH m AS (
-    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND c.relname = 'messages'
+    SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(format('%I.messages', $1::text))
 ), new AS (
-    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = $1 AND c.relname = $2
+    SELECT c.oid FROM pg_class c WHERE c.oid = to_regclass(format('%I.%I', $1::text, $2::text))
 )
 SELECT DISTINCT p.pubname::text
 FROM m
