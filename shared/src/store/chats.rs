@@ -183,7 +183,8 @@ impl<'a> ChatRows<'a> {
 /// count becomes `reset ? unread : GREATEST(stored + unread, floor)` ([`UnreadDelta`]), the sum
 /// saturating at the largest `integer` as the folded deltas do: a count never overflows.
 const UPSERT_CHATS: &str = r#"
-WITH u AS (
+MERGE INTO chats c
+USING (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::text[],
                          $7::bool[], $8::text[], $9::text[], $10::text[], $11::bool[], $12::bool[],
                          $13::int4[], $14::bool[], $15::int4[], $16::bool[], $17::text[], $18::int8[],
@@ -191,58 +192,52 @@ WITH u AS (
         AS u(chat_id, jid, push_name, push_ph, custom_name, group_name, group_ph, phone_number,
              agent_id, assigned_to, is_group, not_spam, unread, reset, floor, delta, last_message,
              lm_ts, conv_ts, ins_phone, ins_is_group, meta)
-), upd AS (
-    UPDATE chats c SET
-        jid = COALESCE(u.jid, c.jid),
-        push_name = CASE
-            WHEN u.push_name IS NULL THEN c.push_name
-            WHEN c.push_name IS NULL THEN u.push_name
-            WHEN u.push_ph OR u.push_name = c.phone_number OR u.push_name = split_part(c.jid, '@', 1)
-                THEN c.push_name
-            ELSE u.push_name END,
-        custom_name = COALESCE(u.custom_name, c.custom_name),
-        group_name = CASE
-            WHEN u.group_name IS NULL THEN c.group_name
-            WHEN c.group_name IS NULL THEN u.group_name
-            WHEN u.group_ph OR u.group_name = c.phone_number OR u.group_name = split_part(c.jid, '@', 1)
-                THEN c.group_name
-            ELSE u.group_name END,
-        phone_number = COALESCE(u.phone_number, c.phone_number),
-        agent_id = COALESCE(u.agent_id, c.agent_id),
-        company_id = $23,
-        assigned_to = COALESCE(u.assigned_to, c.assigned_to),
-        is_group = COALESCE(u.is_group, c.is_group),
-        not_spam = COALESCE(u.not_spam, c.not_spam),
-        unread_count = CASE
-            WHEN u.unread IS NULL THEN c.unread_count
-            WHEN u.delta THEN CASE
-                WHEN u.reset THEN u.unread
-                ELSE GREATEST(LEAST(COALESCE(c.unread_count, 0)::int8 + u.unread, 2147483647)::int4, u.floor) END
-            WHEN COALESCE(c.conversation_timestamp, 0) = 0
-                 OR COALESCE(u.conv_ts, 0) >= c.conversation_timestamp THEN u.unread
-            ELSE c.unread_count END,
-        last_message = CASE
-            WHEN u.last_message IS NULL THEN c.last_message
-            WHEN COALESCE(c.conversation_timestamp, 0) = 0
-                 OR COALESCE(u.lm_ts, 0) >= c.conversation_timestamp THEN u.last_message::jsonb
-            ELSE c.last_message END,
-        conversation_timestamp = GREATEST(c.conversation_timestamp, NULLIF(u.conv_ts, 0)),
-        last_metadata = u.meta::jsonb,
-        updated_at = now()
-    FROM u
-    WHERE c.chat_id = u.chat_id
-    RETURNING c.chat_id
-)
-INSERT INTO chats (chat_id, jid, push_name, custom_name, group_name, phone_number, agent_id,
-                   company_id, assigned_to, is_group, not_spam, unread_count, last_message,
-                   conversation_timestamp, last_metadata)
-SELECT u.chat_id, u.jid, u.push_name, u.custom_name, u.group_name,
-       COALESCE(u.phone_number, u.ins_phone), u.agent_id, $23, u.assigned_to,
-       COALESCE(u.is_group, u.ins_is_group), u.not_spam,
-       CASE WHEN u.delta AND NOT u.reset THEN GREATEST(u.unread, u.floor) ELSE u.unread END,
-       u.last_message::jsonb, NULLIF(u.conv_ts, 0), u.meta::jsonb
-FROM u
-WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.chat_id = u.chat_id)
+) u ON c.chat_id = u.chat_id
+WHEN MATCHED THEN UPDATE SET
+    jid = COALESCE(u.jid, c.jid),
+    push_name = CASE
+        WHEN u.push_name IS NULL THEN c.push_name
+        WHEN c.push_name IS NULL THEN u.push_name
+        WHEN u.push_ph OR u.push_name = c.phone_number OR u.push_name = split_part(c.jid, '@', 1)
+            THEN c.push_name
+        ELSE u.push_name END,
+    custom_name = COALESCE(u.custom_name, c.custom_name),
+    group_name = CASE
+        WHEN u.group_name IS NULL THEN c.group_name
+        WHEN c.group_name IS NULL THEN u.group_name
+        WHEN u.group_ph OR u.group_name = c.phone_number OR u.group_name = split_part(c.jid, '@', 1)
+            THEN c.group_name
+        ELSE u.group_name END,
+    phone_number = COALESCE(u.phone_number, c.phone_number),
+    agent_id = COALESCE(u.agent_id, c.agent_id),
+    company_id = $23,
+    assigned_to = COALESCE(u.assigned_to, c.assigned_to),
+    is_group = COALESCE(u.is_group, c.is_group),
+    not_spam = COALESCE(u.not_spam, c.not_spam),
+    unread_count = CASE
+        WHEN u.unread IS NULL THEN c.unread_count
+        WHEN u.delta THEN CASE
+            WHEN u.reset THEN u.unread
+            ELSE GREATEST(LEAST(COALESCE(c.unread_count, 0)::int8 + u.unread, 2147483647)::int4, u.floor) END
+        WHEN COALESCE(c.conversation_timestamp, 0) = 0
+             OR COALESCE(u.conv_ts, 0) >= c.conversation_timestamp THEN u.unread
+        ELSE c.unread_count END,
+    last_message = CASE
+        WHEN u.last_message IS NULL THEN c.last_message
+        WHEN COALESCE(c.conversation_timestamp, 0) = 0
+             OR COALESCE(u.lm_ts, 0) >= c.conversation_timestamp THEN u.last_message::jsonb
+        ELSE c.last_message END,
+    conversation_timestamp = GREATEST(c.conversation_timestamp, NULLIF(u.conv_ts, 0)),
+    last_metadata = u.meta::jsonb,
+    updated_at = now()
+WHEN NOT MATCHED THEN INSERT (chat_id, jid, push_name, custom_name, group_name, phone_number,
+                              agent_id, company_id, assigned_to, is_group, not_spam, unread_count,
+                              last_message, conversation_timestamp, last_metadata)
+VALUES (u.chat_id, u.jid, u.push_name, u.custom_name, u.group_name,
+        COALESCE(u.phone_number, u.ins_phone), u.agent_id, $23, u.assigned_to,
+        COALESCE(u.is_group, u.ins_is_group), u.not_spam,
+        CASE WHEN u.delta AND NOT u.reset THEN GREATEST(u.unread, u.floor) ELSE u.unread END,
+        u.last_message::jsonb, NULLIF(u.conv_ts, 0), u.meta::jsonb)
 "#;
 
 /// What a chat write derives from its payload.

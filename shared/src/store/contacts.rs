@@ -68,7 +68,8 @@ impl<'a> ContactRows<'a> {
 }
 
 const UPSERT_CONTACTS: &str = r#"
-WITH u AS (
+MERGE INTO contacts c
+USING (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bool[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                          $13::text[], $14::text[], $15::date[], $16::text[], $17::text[], $18::int8[],
@@ -76,42 +77,36 @@ WITH u AS (
         AS u(phone_number, agent_id, chat_id, push_name, push_ph, custom_name, type, notes, tags,
              origin, avatar, assigned_to, pob, gender, dob, status, first_message_id,
              first_message_timestamp, meta)
-), upd AS (
-    UPDATE contacts c SET
-        chat_id = COALESCE(u.chat_id, c.chat_id),
-        push_name = CASE
-            WHEN u.push_name IS NULL THEN c.push_name
-            WHEN c.push_name IS NULL THEN u.push_name
-            WHEN u.push_ph THEN c.push_name
-            ELSE u.push_name END,
-        custom_name = COALESCE(u.custom_name, c.custom_name),
-        type = COALESCE(u.type, c.type),
-        notes = COALESCE(u.notes, c.notes),
-        tags = COALESCE(u.tags, c.tags),
-        origin = COALESCE(u.origin, c.origin),
-        avatar = COALESCE(u.avatar, c.avatar),
-        assigned_to = COALESCE(u.assigned_to, c.assigned_to),
-        pob = COALESCE(u.pob, c.pob),
-        gender = COALESCE(u.gender, c.gender),
-        dob = COALESCE(u.dob, c.dob),
-        status = COALESCE(u.status, c.status),
-        first_message_id = COALESCE(u.first_message_id, c.first_message_id),
-        first_message_timestamp = COALESCE(u.first_message_timestamp, c.first_message_timestamp),
-        company_id = $20,
-        last_metadata = u.meta::jsonb,
-        updated_at = now()
-    FROM u
-    WHERE c.agent_id = u.agent_id AND c.phone_number = u.phone_number
-    RETURNING c.agent_id, c.phone_number
-)
-INSERT INTO contacts (id, phone_number, agent_id, chat_id, push_name, custom_name, type, notes,
-                      tags, origin, avatar, assigned_to, pob, gender, dob, status,
-                      first_message_id, first_message_timestamp, company_id, last_metadata)
-SELECT gen_random_uuid()::text, u.phone_number, u.agent_id,
-       COALESCE(u.chat_id, u.agent_id || '_' || u.phone_number), u.push_name, u.custom_name,
-       u.type, u.notes, u.tags, u.origin, u.avatar, u.assigned_to, u.pob, u.gender, u.dob,
-       COALESCE(u.status, 'ACTIVE'), u.first_message_id, u.first_message_timestamp, $20,
-       u.meta::jsonb
-FROM u
-WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.agent_id = u.agent_id AND upd.phone_number = u.phone_number)
+) u ON c.agent_id = u.agent_id AND c.phone_number = u.phone_number
+WHEN MATCHED THEN UPDATE SET
+    chat_id = COALESCE(u.chat_id, c.chat_id),
+    push_name = CASE
+        WHEN u.push_name IS NULL THEN c.push_name
+        WHEN c.push_name IS NULL THEN u.push_name
+        WHEN u.push_ph THEN c.push_name
+        ELSE u.push_name END,
+    custom_name = COALESCE(u.custom_name, c.custom_name),
+    type = COALESCE(u.type, c.type),
+    notes = COALESCE(u.notes, c.notes),
+    tags = COALESCE(u.tags, c.tags),
+    origin = COALESCE(u.origin, c.origin),
+    avatar = COALESCE(u.avatar, c.avatar),
+    assigned_to = COALESCE(u.assigned_to, c.assigned_to),
+    pob = COALESCE(u.pob, c.pob),
+    gender = COALESCE(u.gender, c.gender),
+    dob = COALESCE(u.dob, c.dob),
+    status = COALESCE(u.status, c.status),
+    first_message_id = COALESCE(u.first_message_id, c.first_message_id),
+    first_message_timestamp = COALESCE(u.first_message_timestamp, c.first_message_timestamp),
+    company_id = $20,
+    last_metadata = u.meta::jsonb,
+    updated_at = now()
+WHEN NOT MATCHED THEN INSERT (id, phone_number, agent_id, chat_id, push_name, custom_name, type,
+                              notes, tags, origin, avatar, assigned_to, pob, gender, dob, status,
+                              first_message_id, first_message_timestamp, company_id, last_metadata)
+VALUES (gen_random_uuid()::text, u.phone_number, u.agent_id,
+        COALESCE(u.chat_id, u.agent_id || '_' || u.phone_number), u.push_name, u.custom_name,
+        u.type, u.notes, u.tags, u.origin, u.avatar, u.assigned_to, u.pob, u.gender, u.dob,
+        COALESCE(u.status, 'ACTIVE'), u.first_message_id, u.first_message_timestamp, $20,
+        u.meta::jsonb)
 "#;

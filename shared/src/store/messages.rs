@@ -78,9 +78,12 @@ impl<'a> MessageRows<'a> {
 
 /// Rows are found by `message_id` alone (any partition), so a message keeps the date it was
 /// created with; writers of a tenant are serialised by the tenant lock, so the insert of
-/// the rows not found cannot race another writer.
+/// the rows not found cannot race another writer. One `MERGE` (one join to plan) rather than
+/// an update and an insert of the rest: cheaper for Postgres to plan, which is most of the
+/// cost of a statement that writes a tenant's few rows.
 const UPSERT_MESSAGES: &str = r#"
-WITH u AS (
+MERGE INTO messages m
+USING (
     SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
                          $13::int2[], $14::text[], $15::text[], $16::text[], $17::bool[], $18::int8[],
@@ -88,41 +91,35 @@ WITH u AS (
         AS u(message_id, message_date, from_phone, to_phone, chat_id, jid, message_text,
              message_url, message_type, flow, agent_id, status, status_rank, key, message_obj,
              edited_message_obj, is_deleted, message_timestamp, meta)
-), upd AS (
-    UPDATE messages m SET
-        from_phone = COALESCE(u.from_phone, m.from_phone),
-        to_phone = COALESCE(u.to_phone, m.to_phone),
-        chat_id = COALESCE(u.chat_id, m.chat_id),
-        jid = COALESCE(u.jid, m.jid),
-        message_text = COALESCE(u.message_text, m.message_text),
-        message_url = COALESCE(u.message_url, m.message_url),
-        message_type = COALESCE(u.message_type, m.message_type),
-        flow = COALESCE(u.flow, m.flow),
-        agent_id = COALESCE(u.agent_id, m.agent_id),
-        company_id = $20,
-        status = CASE WHEN u.status_rank > COALESCE(m.status_rank, -1) THEN u.status ELSE m.status END,
-        status_rank = CASE WHEN u.status_rank > COALESCE(m.status_rank, -1) THEN u.status_rank ELSE m.status_rank END,
-        key = COALESCE(u.key::jsonb, m.key),
-        message_obj = COALESCE(u.message_obj::jsonb, m.message_obj),
-        edited_message_obj = COALESCE(u.edited_message_obj::jsonb, m.edited_message_obj),
-        is_deleted = COALESCE(u.is_deleted, m.is_deleted),
-        message_timestamp = COALESCE(u.message_timestamp, m.message_timestamp),
-        last_metadata = u.meta::jsonb,
-        updated_at = now()
-    FROM u
-    WHERE m.message_id = u.message_id
-    RETURNING m.message_id
-)
-INSERT INTO messages (message_id, message_date, from_phone, to_phone, chat_id, jid, message_text,
-                      message_url, message_type, flow, agent_id, company_id, status, status_rank,
-                      key, message_obj, edited_message_obj, is_deleted, message_timestamp,
-                      last_metadata)
-SELECT u.message_id, u.message_date, u.from_phone, u.to_phone, u.chat_id, u.jid, u.message_text,
-       u.message_url, u.message_type, u.flow, u.agent_id, $20, u.status, u.status_rank,
-       u.key::jsonb, u.message_obj::jsonb, u.edited_message_obj::jsonb,
-       COALESCE(u.is_deleted, false), u.message_timestamp, u.meta::jsonb
-FROM u
-WHERE NOT EXISTS (SELECT 1 FROM upd WHERE upd.message_id = u.message_id)
+) u ON m.message_id = u.message_id
+WHEN MATCHED THEN UPDATE SET
+    from_phone = COALESCE(u.from_phone, m.from_phone),
+    to_phone = COALESCE(u.to_phone, m.to_phone),
+    chat_id = COALESCE(u.chat_id, m.chat_id),
+    jid = COALESCE(u.jid, m.jid),
+    message_text = COALESCE(u.message_text, m.message_text),
+    message_url = COALESCE(u.message_url, m.message_url),
+    message_type = COALESCE(u.message_type, m.message_type),
+    flow = COALESCE(u.flow, m.flow),
+    agent_id = COALESCE(u.agent_id, m.agent_id),
+    company_id = $20,
+    status = CASE WHEN u.status_rank > COALESCE(m.status_rank, -1) THEN u.status ELSE m.status END,
+    status_rank = CASE WHEN u.status_rank > COALESCE(m.status_rank, -1) THEN u.status_rank ELSE m.status_rank END,
+    key = COALESCE(u.key::jsonb, m.key),
+    message_obj = COALESCE(u.message_obj::jsonb, m.message_obj),
+    edited_message_obj = COALESCE(u.edited_message_obj::jsonb, m.edited_message_obj),
+    is_deleted = COALESCE(u.is_deleted, m.is_deleted),
+    message_timestamp = COALESCE(u.message_timestamp, m.message_timestamp),
+    last_metadata = u.meta::jsonb,
+    updated_at = now()
+WHEN NOT MATCHED THEN INSERT (message_id, message_date, from_phone, to_phone, chat_id, jid,
+                              message_text, message_url, message_type, flow, agent_id, company_id,
+                              status, status_rank, key, message_obj, edited_message_obj,
+                              is_deleted, message_timestamp, last_metadata)
+VALUES (u.message_id, u.message_date, u.from_phone, u.to_phone, u.chat_id, u.jid, u.message_text,
+        u.message_url, u.message_type, u.flow, u.agent_id, $20, u.status, u.status_rank,
+        u.key::jsonb, u.message_obj::jsonb, u.edited_message_obj::jsonb,
+        COALESCE(u.is_deleted, false), u.message_timestamp, u.meta::jsonb)
 "#;
 
 /// Message patches for one statement; each `message_id` appears at most once.

@@ -53,10 +53,32 @@ use std::time::Duration;
 /// Connects a pool of `pool_size` connections now (an unreachable database is an error here,
 /// not at the first query).
 pub async fn connect(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
+    pool_options(pool_size).connect_with(options(url)?).await
+}
+
+/// The oldest server the writes run on: they use `MERGE` (PostgreSQL 15).
+pub const MIN_SERVER_VERSION: u32 = 150_000;
+
+/// A pool of `pool_size` connections to a server recent enough: a connection to an older one
+/// fails with a message naming the version needed, instead of every write failing later.
+pub(crate) fn pool_options(pool_size: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(pool_size)
-        .connect_with(options(url)?)
-        .await
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                match conn.server_version_num() {
+                    Some(v) if v < MIN_SERVER_VERSION => Err(sqlx::Error::Configuration(
+                        format!(
+                            "PostgreSQL {}.{} is too old: PostgreSQL 15 or later is required",
+                            v / 10_000,
+                            v % 10_000
+                        )
+                        .into(),
+                    )),
+                    _ => Ok(()),
+                }
+            })
+        })
 }
 
 /// The connection options of `url`. Statements are logged at TRACE, and slow ones at DEBUG,
@@ -71,8 +93,7 @@ fn options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 /// A pool that connects on demand: an unreachable database holds batches, it does not stop
 /// the process. Waiting 5 s for a connection means the database is unavailable.
 pub fn connect_lazy(url: &str, pool_size: u32) -> Result<PgPool, sqlx::Error> {
-    Ok(PgPoolOptions::new()
-        .max_connections(pool_size)
+    Ok(pool_options(pool_size)
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy_with(options(url)?))
 }

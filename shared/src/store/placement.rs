@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::settings::values::Secret;
@@ -120,8 +119,7 @@ impl Placements {
         let options = super::options(url.expose())
             .map_err(|e| UnknownPlacement(name.to_owned(), format!("bad URL: {e}")))?;
         let like = &self.main.pool;
-        let pool = PgPoolOptions::new()
-            .max_connections(like.options().get_max_connections())
+        let pool = super::pool_options(like.options().get_max_connections())
             .acquire_timeout(like.options().get_acquire_timeout())
             .connect_lazy_with(options.clone());
         let ddl = ddl_pool(like, options);
@@ -136,8 +134,7 @@ impl Placements {
 }
 
 fn ddl_pool(like: &PgPool, options: sqlx::postgres::PgConnectOptions) -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(super::schema::DDL_CONNECTIONS)
+    super::pool_options(super::schema::DDL_CONNECTIONS)
         .acquire_timeout(like.options().get_acquire_timeout())
         .connect_lazy_with(options)
 }
