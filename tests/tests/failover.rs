@@ -544,7 +544,11 @@ async fn a_function_killed_on_the_last_delivery_of_what_it_holds_loses_nothing()
     })
     .await;
     rt.kill9();
-    // Redelivered after the ack wait: their last delivery, held again, then a crash.
+    // Redelivered after the ack wait: their last delivery, held again, then a crash. The
+    // function starts again once every redelivery is due, so that its first pull takes them
+    // all: a function holding a batch pulls no more, and a pull answered while the server was
+    // still queueing the redeliveries held only some (91 of 300), the rest never redelivered.
+    wait_redeliveries_due(&s).await;
     rt.restart().unwrap();
     rt.wait_until_holding(HOLDING_WITHIN).await.unwrap();
     wait_consumer(&s, "every message redelivered and held", |i| {
@@ -566,6 +570,21 @@ async fn a_function_killed_on_the_last_delivery_of_what_it_holds_loses_nothing()
         drained,
     )
     .await;
+}
+
+/// Waits until the ack wait of every message delivered so far has run out, as the server
+/// reports them (the last delivery plus the consumer's ack wait), and two seconds more for
+/// the server to queue the redeliveries.
+async fn wait_redeliveries_due(s: &Stack<NatsCluster>) {
+    let stream = s.js.get_stream(STREAM).await.expect("stream");
+    let info = stream.consumer_info(DURABLE).await.expect("consumer info");
+    let last = info.delivered.last_active.expect("messages were delivered");
+    let due = last
+        + chrono::Duration::from_std(info.config.ack_wait + Duration::from_secs(2))
+            .expect("an ack wait within range");
+    if let Ok(wait) = (due - chrono::Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
 }
 
 /// Waits until the durable consumer's state satisfies `ok`.
