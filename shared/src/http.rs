@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::metrics::Exporter;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
-use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 
 /// What `/ready` looks at.
@@ -18,7 +18,7 @@ pub struct Readiness {
     pub pool: Option<PgPool>,
     pub nats: OnceLock<async_nats::Client>,
     pub bound: AtomicBool,
-    pub metrics: Option<PrometheusHandle>,
+    pub metrics: Option<Exporter>,
     /// Conditions an operator must act on that do not make the process unready (a tenant
     /// schema waiting to be adopted, a stream that differs from its configured shape).
     pub notices: Notices,
@@ -50,7 +50,7 @@ impl Notices {
 }
 
 impl Readiness {
-    pub fn new(pool: Option<PgPool>, metrics: Option<PrometheusHandle>) -> Arc<Self> {
+    pub fn new(pool: Option<PgPool>, metrics: Option<Exporter>) -> Arc<Self> {
         Arc::new(Readiness {
             pool,
             nats: OnceLock::new(),

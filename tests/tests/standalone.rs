@@ -235,9 +235,19 @@ async fn health_ready_and_metrics_answer() {
     ] {
         assert!(body.contains(name), "{name} missing from:\n{body}");
     }
-    assert!(body.contains(&format!("company_id=\"{}\"", s.tenant)));
-    assert!(body.contains("event_type=\"chats.update\""));
-    assert!(body.contains("action=\"ack\""));
+    // The per-tenant counters are rendered beside the recorder, in its format.
+    for line in [
+        "# TYPE message_event_service_events_processed_total counter".to_owned(),
+        format!("message_event_service_events_received_total{{event_type=\"chats.update\",company_id=\"{}\",consumer_type=\"realtime\"}} 1", s.tenant),
+        format!("message_event_service_events_processed_total{{event_type=\"chats.update\",company_id=\"{}\",consumer_type=\"realtime\"}} 1", s.tenant),
+        format!("message_event_service_event_processing_actions_total{{event_type=\"chats.update\",company_id=\"{}\",consumer_type=\"realtime\",action=\"ack\"}} 1", s.tenant),
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} missing from:\n{body}");
+    }
+    assert!(
+        !body.contains("message_event_service_events_failed_total{"),
+        "no event failed:\n{body}"
+    );
 }
 
 #[test]

@@ -16,7 +16,9 @@ use crate::model::{ErrorType, Subject};
 use crate::pipeline::{InboundEvent, Outcome};
 
 mod cloudwatch;
+mod tenant_counts;
 pub use cloudwatch::CloudWatchSink;
+pub use tenant_counts::TenantCounts;
 
 /// Buckets of every `*_seconds` histogram: 0.5 ms to 10 s.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -48,14 +50,33 @@ fn prometheus_builder() -> Result<PrometheusBuilder, BuildError> {
         .set_buckets_for_metric(Matcher::Suffix("_batch_size".into()), BATCH_SIZE_BUCKETS)
 }
 
-/// Installs the Prometheus recorder (once per process) and returns the handle that renders it.
+/// What `/metrics` renders: the recorder's metrics and the per-tenant event counters
+/// ([`TenantCounts`], kept apart from the recorder because there are so many).
+#[derive(Clone)]
+pub struct Exporter {
+    handle: PrometheusHandle,
+    tenants: &'static TenantCounts,
+}
+
+impl Exporter {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut text = self.handle.render();
+        self.tenants.render_into(&mut text);
+        text
+    }
+}
+
+/// Installs the Prometheus recorder and the per-tenant counters (once per process) and returns
+/// the exporter that renders them.
 ///
 /// Also starts its upkeep (on the current Tokio runtime, which must exist): the recorder
 /// keeps every histogram sample in memory until upkeep or a scrape folds them into buckets,
 /// so a process nobody scrapes (`HTTP_PORT=0`, CloudWatch only, an unscraped bridge) would
 /// otherwise grow by every sample it ever recorded.
-pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
+pub fn install_prometheus() -> Result<Exporter, BuildError> {
     let handle = prometheus_builder()?.install_recorder()?;
+    let tenants = tenant_counts::install();
     let upkept = handle.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(UPKEEP_EVERY);
@@ -65,7 +86,7 @@ pub fn install_prometheus() -> Result<PrometheusHandle, BuildError> {
             upkept.run_upkeep();
         }
     });
-    Ok(handle)
+    Ok(Exporter { handle, tenants })
 }
 
 /// Registers at zero, for every error type, the exhausted-events counter (dlq-retry).
@@ -109,11 +130,13 @@ static HANDLER_EMF: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 pub struct EventMetrics {
     consumer_type: &'static str,
     cloudwatch: Option<Arc<CloudWatchSink>>,
+    /// The family's prefix: the per-tenant counters ([`TenantCounts`]) are named after it.
+    prefix: Arc<str>,
+    /// CloudWatch names of the received, processed and failed counts.
     received: String,
     processed: String,
     failed: String,
     duration: String,
-    actions: String,
     db_duration: String,
     batch_size: String,
     lag: String,
@@ -129,11 +152,11 @@ impl EventMetrics {
         EventMetrics {
             consumer_type,
             cloudwatch: None,
+            prefix: prefix.into(),
             received: format!("{prefix}_events_received_total"),
             processed: format!("{prefix}_events_processed_total"),
             failed: format!("{prefix}_events_failed_total"),
             duration: format!("{prefix}_event_processing_duration_seconds"),
-            actions: format!("{prefix}_event_processing_actions_total"),
             db_duration: format!("{prefix}_db_operation_duration_seconds"),
             batch_size: format!("{prefix}_batch_size"),
             lag: format!("{prefix}_consumer_lag"),
@@ -212,19 +235,16 @@ impl EventMetrics {
                 cw.add(&self.received, self.consumer_type, event_type, n as f64);
                 cw.add(outcome, self.consumer_type, event_type, n as f64);
             }
-            let labels = [
-                ("event_type", event_type.to_owned()),
-                ("company_id", company.to_owned()),
-                ("consumer_type", self.consumer_type.to_owned()),
-            ];
-            counter!(self.received.clone(), &labels).increment(n);
-            match action {
-                "ack" => counter!(self.processed.clone(), &labels).increment(n),
-                _ => counter!(self.failed.clone(), &labels).increment(n),
+            if let Some(tenants) = tenant_counts::installed() {
+                tenants.add(
+                    &self.prefix,
+                    self.consumer_type,
+                    event_type,
+                    company,
+                    action,
+                    n,
+                );
             }
-            let mut with_action = labels.to_vec();
-            with_action.push(("action", action.to_owned()));
-            counter!(self.actions.clone(), &with_action).increment(n);
             // One sample per event, so the histogram's count is the events processed.
             histogram!(self.duration.clone(), "event_type" => event_type.to_owned(), "consumer_type" => self.consumer_type).record_many(elapsed.as_secs_f64(), n as usize);
         }
