@@ -84,6 +84,7 @@ pub fn exit(bin: &str, result: Result<(), StartupError>) -> ExitCode {
 /// A Postgres pool that connects on demand (an unreachable database holds batches, it does
 /// not stop the process).
 pub fn lazy_pool(db: &DbSettings) -> Result<PgPool, StartupError> {
+    crate::store::prepared::set_tenants_per_connection(db.prepared_tenants);
     crate::store::connect_lazy(db.url.expose(), db.pool_size).map_err(StartupError::Database)
 }
 

@@ -29,7 +29,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use wa_shared::model::{EventKind, Subject, TenantId};
 use wa_shared::pipeline::{InboundEvent, Outcome, Processor, ProcessorSettings};
@@ -40,11 +39,10 @@ pub fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
 }
 
+/// A pool of the library's own (each connection with the token by which the write path
+/// keeps statements prepared on it, as in the functions).
 pub async fn pool() -> PgPool {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&database_url())
+    wa_shared::store::connect(&database_url(), 4)
         .await
         .expect("connect to the test database (is Postgres running?)")
 }

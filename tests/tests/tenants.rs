@@ -605,3 +605,72 @@ async fn two_functions_on_one_consumer_racing_on_new_tenants_apply_each_event_on
     let control = control(&s.pool, "racefnctl", race_bodies).await;
     assert_raced_correctly(&s.pool, &tenants, &control).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. Statements kept prepared on a connection.
+// ---------------------------------------------------------------------------------------------
+
+/// The `wa_p…` statements the pool's one connection holds, with how often a generic plan ran.
+async fn prepared_here(pool: &sqlx::PgPool) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT name, generic_plans FROM pg_prepared_statements WHERE name LIKE 'wa\\_p%' ORDER BY name",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("prepared statements")
+}
+
+/// A connection keeps a tenant's write statements prepared and reuses their generic plans from
+/// one batch to the next; when they vanish behind the pool's back (`DEALLOCATE`, as a session
+/// reset by a proxy would), the next batch is run again, prepares them anew, and every event
+/// is still applied exactly once: the rows are those of applying the events one at a time.
+#[tokio::test]
+async fn prepared_statements_that_vanish_are_prepared_again_and_nothing_is_lost() {
+    // One connection: the checks below run on the processor's own session.
+    let pool = wa_shared::store::connect(&database_url(), 1)
+        .await
+        .expect("connect");
+    let ev = Events::new(&unique_tenant("PREP"));
+    let events: Vec<InboundEvent> = race_bodies(&ev.tenant)
+        .into_iter()
+        .map(|(kind, body)| ev.event(kind, body))
+        .collect();
+    let p = processor(&pool);
+    let (first, rest) = events.split_at(6);
+    let (second, third) = rest.split_at(3);
+
+    run_ok(&p, first).await;
+    let prepared = prepared_here(&pool).await;
+    assert!(
+        !prepared.is_empty(),
+        "the tenant's statements are prepared on the connection"
+    );
+    run_ok(&p, second).await;
+    let reused = prepared_here(&pool).await;
+    assert!(
+        reused.iter().any(|(_, generic)| *generic >= 2),
+        "a statement's generic plan ran in both batches: {reused:?}"
+    );
+
+    for (name, _) in &reused {
+        sqlx::raw_sql(&format!("DEALLOCATE {name}"))
+            .execute(&pool)
+            .await
+            .expect("deallocate");
+    }
+    assert!(prepared_here(&pool).await.is_empty());
+    run_ok(&p, third).await;
+    let again = prepared_here(&pool).await;
+    assert!(!again.is_empty(), "prepared anew");
+    assert!(
+        again
+            .iter()
+            .all(|(name, _)| !reused.iter().any(|(old, _)| old == name)),
+        "under new names: {again:?} after {reused:?}"
+    );
+
+    let control = control(&pool, "PREPC", race_bodies).await;
+    assert_same_rows_as(&pool, std::slice::from_ref(&ev.tenant), &control).await;
+    let inbox = row(&pool, &ev.tenant, "SELECT count(*) AS n FROM inbox").await;
+    assert_eq!(inbox["n"], json!(events.len()), "each event recorded once");
+}

@@ -37,6 +37,7 @@ use crate::store::failure::{classify, is_missing_partition, sqlstate, DbFailure}
 use crate::store::inbox::{self, StreamKey};
 use crate::store::messages::MessagePatchRows;
 use crate::store::placement::{Db, DEFAULT_PLACEMENT};
+use crate::store::prepared::{self, Session};
 use crate::store::script::{Script, ScriptError, Unrenderable};
 use crate::telemetry::spans;
 
@@ -211,9 +212,14 @@ impl Processor {
                     self.refused(events, &mut parts, p, tag, refusal, &mut out);
                     continue;
                 }
-                Err(Failed::Db(ScriptError { tag, error })) => (tag, error),
+                Err(Failed::Db(ScriptError { tag, error, .. })) => (tag, error),
             };
-            let class = classify(&error);
+            let class = match sqlstate(&error) {
+                // A statement this connection was thought to keep prepared is not there (its
+                // record is dropped): run again, preparing anew.
+                Some(code) if code == prepared::NO_SUCH_STATEMENT => DbFailure::Conflict,
+                _ => classify(&error),
+            };
             if sqlstate(&error).as_deref() == Some(OUT_OF_SHARED_MEMORY) {
                 // The server's lock table is full (max_locks_per_transaction): fewer tenants
                 // per transaction need fewer locks.
@@ -402,7 +408,7 @@ impl Processor {
         let db = &parts.first().expect("a part").db;
         let mut tx = batch_tx::acquire(&db.pool, self.settings.lock_timeout)
             .await
-            .map_err(|error| ScriptError { tag: None, error })?;
+            .map_err(|error| ScriptError::after(None, error))?;
         let written = write_in(&mut tx, events, parts, &self.retry).await;
         if written.is_err() {
             tx.rollback().await;
@@ -458,6 +464,8 @@ async fn write_in(
     // 1. Begin; take every tenant's lock (in schema-name order); claim the events.
     let mut first = Script::named("claim");
     tx.begin_into(&mut first, Tag::Batch);
+    let token_at = first.len();
+    first.push_sql(Tag::Batch, prepared::READ_TOKEN);
     let mut tenants: Vec<&TenantId> = order.iter().map(|&p| parts[p].tenant).collect();
     tenants.dedup();
     BatchTx::enter_all_into(&mut first, Tag::Enter, &tenants);
@@ -476,14 +484,13 @@ async fn write_in(
         }
     }
     let rows = tx.run(&first).await?;
+    let mut session = SessionGuard(prepared::token_of(&rows[token_at]).map(prepared::checkout));
     // The keys each part claimed now: its fresh events. The others were processed before.
     let mut claimed: Vec<HashSet<StreamKey>> = Vec::with_capacity(parts.len());
     for (p, at) in claim_at.iter().enumerate() {
         claimed.push(match at {
-            Some(i) => inbox::claimed(&rows[*i]).map_err(|error| ScriptError {
-                tag: Some(Tag::Part(p)),
-                error,
-            })?,
+            Some(i) => inbox::claimed(&rows[*i])
+                .map_err(|error| ScriptError::after(Some(Tag::Part(p)), error))?,
             None => HashSet::new(),
         });
     }
@@ -523,15 +530,16 @@ async fn write_in(
     let mut recorded_at: Vec<Option<usize>> = vec![None; parts.len()];
     for &p in &order {
         let company = parts[p].tenant.as_str();
+        let schema = parts[p].tenant.schema_name();
         let mut switched = false;
         let before: Vec<&StreamKey> = keys[p].iter().filter(|k| !fresh(p, k)).collect();
         if let Some(recorded) = inbox::recorded(&before) {
             BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
             switched = true;
-            recorded_at[p] = Some(writes.len());
-            writes
-                .push(Tag::Part(p), &recorded)
+            let at = writes
+                .push_in(Tag::Part(p), &recorded, session.0.as_mut(), &schema)
                 .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
+            recorded_at[p] = Some(at);
         }
         for (k, (tag, plan)) in plans[p].iter().enumerate() {
             for s in plan.statements(company) {
@@ -539,26 +547,26 @@ async fn write_in(
                     BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
                     switched = true;
                 }
-                if let Some(round) = s.patches {
-                    patches.push((writes.len(), p, k, round));
-                }
-                writes
-                    .push(*tag, &s.statement)
+                let at = writes
+                    .push_in(*tag, &s.statement, session.0.as_mut(), &schema)
                     .map_err(|_| Failed::Unrenderable(*tag))?;
+                if let Some(round) = s.patches {
+                    patches.push((at, p, k, round));
+                }
             }
         }
     }
     if patches.is_empty() {
         BatchTx::commit_into(&mut writes, Tag::Batch);
     }
-    let rows = tx.run(&writes).await?;
+    let ran = tx.run(&writes).await;
+    session.settle(&ran);
+    let rows = ran?;
     let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
     for (p, at) in recorded_at.iter().enumerate() {
         seen.push(match at {
-            Some(i) => inbox::seen(&rows[*i]).map_err(|error| ScriptError {
-                tag: Some(Tag::Part(p)),
-                error,
-            })?,
+            Some(i) => inbox::seen(&rows[*i])
+                .map_err(|error| ScriptError::after(Some(Tag::Part(p)), error))?,
             None => HashMap::new(),
         });
     }
@@ -566,10 +574,8 @@ async fn write_in(
     // 3. Claims of patches whose message is not there yet are taken back; commit.
     let mut not_found: Vec<HashSet<usize>> = vec![HashSet::new(); parts.len()];
     for &(at, p, k, round) in &patches {
-        let found = MessagePatchRows::found(&rows[at]).map_err(|error| ScriptError {
-            tag: Some(Tag::Part(p)),
-            error,
-        })?;
+        let found = MessagePatchRows::found(&rows[at])
+            .map_err(|error| ScriptError::after(Some(Tag::Part(p)), error))?;
         not_found[p].extend(plans[p][k].1.not_found(round, &found));
     }
     if !patches.is_empty() {
@@ -617,6 +623,41 @@ async fn write_in(
         }
     }
     Ok(out)
+}
+
+/// The record of what the transaction's connection keeps prepared, given back when the
+/// attempt ends, however it ends.
+struct SessionGuard(Option<Session>);
+
+impl SessionGuard {
+    /// Records what the script that ran prepared; a statement found missing drops the record.
+    fn settle<T>(&mut self, ran: &Result<T, ScriptError<Tag>>) {
+        match ran {
+            Ok(_) => {
+                if let Some(s) = &mut self.0 {
+                    s.settle(usize::MAX)
+                }
+            }
+            Err(e) if sqlstate(&e.error).as_deref() == Some(prepared::NO_SUCH_STATEMENT) => {
+                self.0 = None;
+            }
+            Err(e) => {
+                if let Some(s) = &mut self.0 {
+                    s.settle(e.completed)
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        if let Some(mut session) = self.0.take() {
+            // Whatever was not settled never reached the server.
+            session.settle(0);
+            prepared::checkin(session);
+        }
+    }
 }
 
 /// The tenant a fence refusal of statement `tag` is about: the part's, or the one whose schema

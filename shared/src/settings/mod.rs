@@ -34,6 +34,8 @@ pub struct ConfigError {
 pub struct DbSettings {
     pub url: Secret,
     pub pool_size: u32,
+    /// Tenants whose write statements each connection keeps prepared (`DB_PREPARED_TENANTS`).
+    pub prepared_tenants: usize,
 }
 
 /// Where metrics go besides `/metrics` (Lambda mode always writes EMF log lines).
@@ -117,6 +119,7 @@ impl Settings {
             db: DbSettings {
                 url: vars.db.url().clone(),
                 pool_size: vars.db.db_pool_size,
+                prepared_tenants: vars.db.db_prepared_tenants as usize,
             },
             processor,
             company: vars.tenants.company_id,

@@ -34,6 +34,7 @@ pub mod messages;
 pub mod moves;
 pub mod onboarding;
 pub mod placement;
+pub mod prepared;
 pub mod schema;
 pub mod script;
 pub mod tenant_tx;
@@ -66,6 +67,7 @@ pub(crate) fn pool_options(pool_size: u32) -> PgPoolOptions {
         .max_connections(pool_size)
         .after_connect(|conn, _| {
             Box::pin(async move {
+                let token = prepared::token_statement();
                 match conn.server_version_num() {
                     Some(v) if v < MIN_SERVER_VERSION => Err(sqlx::Error::Configuration(
                         format!(
@@ -75,7 +77,10 @@ pub(crate) fn pool_options(pool_size: u32) -> PgPoolOptions {
                         )
                         .into(),
                     )),
-                    _ => Ok(()),
+                    // Its token, by which batch transactions know what it keeps prepared.
+                    _ => sqlx::Executor::execute(&mut *conn, sqlx::raw_sql(&token))
+                        .await
+                        .map(drop),
                 }
             })
         })

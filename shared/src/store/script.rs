@@ -21,6 +21,7 @@ use sqlx::{Either, PgConnection};
 use tracing::Instrument;
 
 use super::failure::sqlstate;
+use super::prepared::Session;
 use crate::telemetry::spans;
 
 /// The values of one `$n` parameter: a column of an `unnest(…)`, or one scalar.
@@ -97,6 +98,31 @@ impl<'a> Statement<'a> {
         self
     }
 
+    /// The statement's text, with its `$n` parameters.
+    pub fn sql(&self) -> &'static str {
+        self.sql
+    }
+
+    /// The types of its parameters, in order (for a `PREPARE`).
+    pub fn param_types(&self) -> Vec<&'static str> {
+        self.params.iter().map(Param::type_name).collect()
+    }
+
+    /// `EXECUTE name(…)` of this statement prepared as `name`, its parameters as literals.
+    pub fn render_execute(&self, name: &str, out: &mut String) -> Result<(), Unrenderable> {
+        out.push_str("EXECUTE ");
+        out.push_str(name);
+        out.push('(');
+        for (k, param) in self.params.iter().enumerate() {
+            if k > 0 {
+                out.push(',');
+            }
+            literal(param, out, true)?;
+        }
+        out.push(')');
+        Ok(())
+    }
+
     /// The statement with its parameters replaced by literals.
     pub fn render(&self, out: &mut String) -> Result<(), Unrenderable> {
         let sql = self.sql;
@@ -128,16 +154,30 @@ impl<'a> Statement<'a> {
     }
 }
 
+impl Param<'_> {
+    fn type_name(&self) -> &'static str {
+        match self {
+            Param::Scalar(_) => "text",
+            Param::Text(_) => "text[]",
+            Param::Bool(_) => "bool[]",
+            Param::Int2(_) => "int2[]",
+            Param::Int4(_) => "int4[]",
+            Param::Int8(_) => "int8[]",
+            Param::Date(_) => "date[]",
+            Param::Timestamptz(_) => "timestamptz[]",
+        }
+    }
+}
+
 /// Appends `param` as a literal of its type; `cast` adds the type (left out when the statement
 /// casts the parameter itself, so the type is looked up once).
 fn literal(param: &Param<'_>, out: &mut String, cast: bool) -> Result<(), Unrenderable> {
-    let ty = match param {
+    match param {
         Param::Scalar(s) => {
             if s.contains('\0') {
                 return Err(Unrenderable);
             }
             quoted(out, s);
-            "text"
         }
         Param::Text(values) => {
             let mut content = String::with_capacity(
@@ -169,22 +209,21 @@ fn literal(param: &Param<'_>, out: &mut String, cast: bool) -> Result<(), Unrend
             }
             content.push('}');
             quoted(out, &content);
-            "text[]"
         }
-        Param::Bool(v) => array(out, v, "bool[]", |o, b| o.push(if *b { 't' } else { 'f' })),
-        Param::Int2(v) => array(out, v, "int2[]", |o, n| write!(o, "{n}").expect("write")),
-        Param::Int4(v) => array(out, v, "int4[]", |o, n| write!(o, "{n}").expect("write")),
-        Param::Int8(v) => array(out, v, "int8[]", |o, n| write!(o, "{n}").expect("write")),
-        Param::Date(v) => array(out, v, "date[]", |o, d| {
+        Param::Bool(v) => array(out, v, |o, b| o.push(if *b { 't' } else { 'f' })),
+        Param::Int2(v) => array(out, v, |o, n| write!(o, "{n}").expect("write")),
+        Param::Int4(v) => array(out, v, |o, n| write!(o, "{n}").expect("write")),
+        Param::Int8(v) => array(out, v, |o, n| write!(o, "{n}").expect("write")),
+        Param::Date(v) => array(out, v, |o, d| {
             write!(o, "{}", d.format("%Y-%m-%d")).expect("write")
         }),
-        Param::Timestamptz(v) => array(out, v, "timestamptz[]", |o, t| {
+        Param::Timestamptz(v) => array(out, v, |o, t| {
             write!(o, "\"{}\"", t.format("%Y-%m-%d %H:%M:%S%.6f+00")).expect("write")
         }),
-    };
+    }
     if cast {
         out.push_str("::");
-        out.push_str(ty);
+        out.push_str(param.type_name());
     }
     Ok(())
 }
@@ -217,12 +256,7 @@ fn quoted(out: &mut String, s: &str) {
 }
 
 /// An array literal of values whose text needs no escaping.
-fn array<T>(
-    out: &mut String,
-    values: &[Option<T>],
-    ty: &'static str,
-    item: impl Fn(&mut String, &T),
-) -> &'static str {
+fn array<T>(out: &mut String, values: &[Option<T>], item: impl Fn(&mut String, &T)) {
     out.push_str(" '{");
     for (k, v) in values.iter().enumerate() {
         if k > 0 {
@@ -234,7 +268,6 @@ fn array<T>(
         }
     }
     out.push_str("}'");
-    ty
 }
 
 /// Statements sent as one query, each tagged with whose it is.
@@ -251,6 +284,19 @@ pub struct ScriptError<T> {
     /// The failing statement's tag; `None` when the query as a whole failed (connection lost).
     pub tag: Option<T>,
     pub error: sqlx::Error,
+    /// The statements of the script that completed before the failure.
+    pub completed: usize,
+}
+
+impl<T> ScriptError<T> {
+    /// A failure of statement `tag` found after its script ran.
+    pub fn after(tag: Option<T>, error: sqlx::Error) -> Self {
+        ScriptError {
+            tag,
+            error,
+            completed: 0,
+        }
+    }
 }
 
 impl<T: Copy> Default for Script<T> {
@@ -288,6 +334,42 @@ impl<T: Copy> Script<T> {
         self.sql.push_str(";\n");
         self.tags.push(tag);
         Ok(())
+    }
+
+    /// Adds a statement of the store for `schema` (the schema the script has switched to),
+    /// as an `EXECUTE` of its prepared form when `session` keeps the tenant's statements
+    /// prepared (after its `PREPARE` the first time), else as literal text. Returns the index
+    /// of the statement whose rows are the statement's.
+    pub fn push_in(
+        &mut self,
+        tag: T,
+        statement: &Statement<'_>,
+        session: Option<&mut Session>,
+        schema: &str,
+    ) -> Result<usize, Unrenderable> {
+        let Some(session) = session else {
+            self.push(tag, statement)?;
+            return Ok(self.len() - 1);
+        };
+        let Some((prepare, name)) = session.prepared(schema, statement, self.len()) else {
+            self.push(tag, statement)?;
+            return Ok(self.len() - 1);
+        };
+        let mark = self.sql.len();
+        if let Err(e) = statement.render_execute(&name, &mut self.sql) {
+            self.sql.truncate(mark);
+            session.forget_pending(self.len());
+            return Err(e);
+        }
+        if let Some(prepare) = prepare {
+            // The PREPARE goes before the EXECUTE (rendered above, moved behind it).
+            let execute = self.sql.split_off(mark);
+            self.push_sql(tag, &prepare);
+            self.sql.push_str(&execute);
+        }
+        self.sql.push_str(";\n");
+        self.tags.push(tag);
+        Ok(self.len() - 1)
     }
 
     /// Adds one statement written by the store itself (no values from events in it).
@@ -329,7 +411,11 @@ impl<T: Copy> Script<T> {
                         sqlx::Error::Database(_) => self.tags.get(done).copied(),
                         _ => None,
                     };
-                    return Err(ScriptError { tag, error });
+                    return Err(ScriptError {
+                        tag,
+                        error,
+                        completed: done,
+                    });
                 }
             }
         }
@@ -342,6 +428,7 @@ impl<T: Copy> Script<T> {
                     self.tags.len(),
                     results.len()
                 )),
+                completed: 0,
             });
         }
         Ok(results)

@@ -1,0 +1,259 @@
+//! Statements kept prepared on a connection, for the tenants it writes most.
+//!
+//! A batch's statements go to the server as literal text ([`super::script`]), and the server
+//! parses, analyses and plans each one against its tenant's tables every time: at a few
+//! tenants that is a fifth of the server's work per event, at hundreds of tenants with a few
+//! events each, half of it. A statement prepared in a tenant's schema (`PREPARE … AS`, while
+//! `search_path` is the tenant's) is planned once, and each later `EXECUTE` with the batch's
+//! values as arguments skips all of that: the batch transaction asks for generic plans, which
+//! the index-only planner settings of every write make the same as the custom ones.
+//!
+//! A prepared statement lives in its server session, so what is prepared is known per
+//! connection: every connection of the pools is given a token when it opens (the setting
+//! [`TOKEN_SETTING`]), which the first script of a batch transaction reads back, and the
+//! [`Session`] of that token says which of its tenants' statements exist and under which
+//! names. A plan costs the server about 200 kB per statement and tenant, so a connection
+//! prepares the statements of at most [`TENANTS_PER_CONNECTION`] tenants (`DB_PREPARED_TENANTS`),
+//! the first it writes (the busy ones, in practice); the others' statements are sent as
+//! literal text.
+//! A connection's plans go with it when the pool retires it.
+//!
+//! Names are never reused in a process (a counter), so a `PREPARE` can never collide with one
+//! that ran although the script it was in failed, or one a dropped record forgot. A name is recorded only once its
+//! `PREPARE` is known to have run; when an `EXECUTE` finds no statement (SQLSTATE `26000`, a
+//! session reset behind the pool's back), the session's record is dropped and the batch runs
+//! again, preparing anew.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use super::script::Statement;
+
+/// The custom setting holding a connection's token (set when it opens, for the session).
+pub const TOKEN_SETTING: &str = "wa.connection";
+
+/// Tenants whose statements one connection keeps prepared, at most, unless set otherwise
+/// ([`set_tenants_per_connection`], `DB_PREPARED_TENANTS`).
+pub const TENANTS_PER_CONNECTION: usize = 64;
+
+static TENANTS_CAP: AtomicUsize = AtomicUsize::new(TENANTS_PER_CONNECTION);
+
+/// Sets how many tenants' statements a connection keeps prepared (0: none, every statement is
+/// sent as literal text).
+pub fn set_tenants_per_connection(tenants: usize) {
+    TENANTS_CAP.store(tenants, Ordering::Relaxed);
+}
+
+fn tenants_cap() -> usize {
+    TENANTS_CAP.load(Ordering::Relaxed)
+}
+
+/// SQLSTATE invalid_sql_statement_name: an `EXECUTE` of a statement the session does not hold.
+pub const NO_SUCH_STATEMENT: &str = "26000";
+
+/// A session record not used for this long belongs to a connection that is gone.
+const FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
+
+/// The statement that gives a new connection its token.
+pub fn token_statement() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let token = NEXT.fetch_add(1, Ordering::Relaxed);
+    format!("SELECT set_config('{TOKEN_SETTING}', '{token}', false)")
+}
+
+/// The statement (of a batch transaction's first script) that reads the connection's token
+/// back and asks for generic plans for the rest of the transaction.
+pub const READ_TOKEN: &str = "SELECT current_setting('wa.connection', true), \
+     set_config('plan_cache_mode', 'force_generic_plan', true)";
+
+/// The token a [`READ_TOKEN`] row holds (`None`: a connection opened without one).
+pub fn token_of(rows: &[sqlx::postgres::PgRow]) -> Option<u64> {
+    use sqlx::Row;
+    let text: Option<String> = rows.first()?.try_get(0).ok()?;
+    text?.parse().ok()
+}
+
+/// What is prepared on one connection (see the module).
+#[derive(Default)]
+pub struct Session {
+    token: u64,
+    /// Schema → statement text → number.
+    tenants: HashMap<String, HashMap<&'static str, u64>>,
+    /// Prepared by the script being built or run: (statement index in it, schema, text, number).
+    pending: Vec<(usize, String, &'static str, u64)>,
+    used: Option<Instant>,
+}
+
+impl Session {
+    /// How `statement` should be sent for `schema` as statement `index` of a script: the
+    /// `PREPARE` to send first (when it is not prepared yet) and the `EXECUTE`'s name; `None`
+    /// when the tenant's statements stay literal on this connection.
+    pub fn prepared(
+        &mut self,
+        schema: &str,
+        statement: &Statement<'_>,
+        index: usize,
+    ) -> Option<(Option<String>, String)> {
+        let sql = statement.sql();
+        if let Some(n) = self.tenants.get(schema).and_then(|s| s.get(sql)) {
+            return Some((None, name(*n)));
+        }
+        if let Some(&(_, _, _, n)) = self
+            .pending
+            .iter()
+            .find(|(_, s, q, _)| s == schema && *q == sql)
+        {
+            return Some((None, name(n)));
+        }
+        let admitted = self.tenants.contains_key(schema)
+            || self.pending.iter().any(|(_, s, _, _)| s == schema)
+            || self.tenant_count() < tenants_cap();
+        if !admitted {
+            return None;
+        }
+        // Numbers are unique in the process, so a name is never used twice on a connection,
+        // whatever its record forgot.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.pending.push((index, schema.to_owned(), sql, n));
+        let prepare = format!(
+            "PREPARE {}({}) AS {}",
+            name(n),
+            statement.param_types().join(", "),
+            sql
+        );
+        Some((Some(prepare), name(n)))
+    }
+
+    /// Drops what was planned for statement `index` onwards (it was not added to the script).
+    pub fn forget_pending(&mut self, index: usize) {
+        self.pending.retain(|(i, ..)| *i < index);
+    }
+
+    fn tenant_count(&self) -> usize {
+        let mut new: Vec<&str> = self
+            .pending
+            .iter()
+            .map(|(_, s, _, _)| s.as_str())
+            .filter(|s| !self.tenants.contains_key(*s))
+            .collect();
+        new.sort_unstable();
+        new.dedup();
+        self.tenants.len() + new.len()
+    }
+
+    /// Records the `PREPARE`s of the script that ran: those before statement `completed` ran
+    /// (all of them when it ran to its end), the others never did.
+    pub fn settle(&mut self, completed: usize) {
+        for (index, schema, sql, n) in std::mem::take(&mut self.pending) {
+            if index < completed {
+                self.tenants.entry(schema).or_default().insert(sql, n);
+            }
+        }
+    }
+
+    /// Statements prepared on this connection.
+    pub fn statements(&self) -> usize {
+        self.tenants.values().map(HashMap::len).sum()
+    }
+}
+
+fn name(n: u64) -> String {
+    format!("wa_p{n}")
+}
+
+fn sessions() -> &'static Mutex<HashMap<u64, Session>> {
+    static SESSIONS: OnceLock<Mutex<HashMap<u64, Session>>> = OnceLock::new();
+    SESSIONS.get_or_init(Default::default)
+}
+
+/// The record of the connection with `token`, while a transaction uses it (give it back with
+/// [`checkin`]; one dropped instead is forgotten, and the connection starts afresh).
+pub fn checkout(token: u64) -> Session {
+    let mut map = sessions().lock().expect("sessions");
+    let mut session = map.remove(&token).unwrap_or_default();
+    session.token = token;
+    session
+}
+
+/// Gives a session record back once its script ran and was settled.
+pub fn checkin(mut session: Session) {
+    let now = Instant::now();
+    session.used = Some(now);
+    session.pending.clear();
+    let mut map = sessions().lock().expect("sessions");
+    map.retain(|_, s| {
+        s.used
+            .is_some_and(|u| now.duration_since(u) < FORGOTTEN_AFTER)
+    });
+    map.insert(session.token, session);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn statement() -> Statement<'static> {
+        Statement::new("SELECT $1::text[], $2")
+            .bind(vec!["a"])
+            .bind("x")
+    }
+
+    #[test]
+    fn a_statement_is_prepared_once_per_schema_and_only_once_it_ran() {
+        let s = statement();
+        let mut session = Session::default();
+        let (prepare, first) = session.prepared("t1", &s, 3).expect("admitted");
+        assert_eq!(
+            prepare.as_deref(),
+            Some(format!("PREPARE {first}(text[], text) AS SELECT $1::text[], $2").as_str())
+        );
+        assert!(first.starts_with("wa_p"), "{first}");
+        // Used again in the same script: no second PREPARE.
+        assert_eq!(session.prepared("t1", &s, 7), Some((None, first.clone())));
+        // Another schema: its own statement.
+        let (prepare, other) = session.prepared("t2", &s, 9).expect("admitted");
+        assert!(prepare.is_some());
+        assert_ne!(other, first);
+        // The script failed at statement 5: t1's PREPARE (3) ran, t2's (9) did not.
+        session.settle(5);
+        assert_eq!(session.prepared("t1", &s, 0), Some((None, first)));
+        let (prepare, again) = session.prepared("t2", &s, 0).expect("admitted");
+        assert!(prepare.is_some(), "prepared anew");
+        assert_ne!(again, other, "names are never reused");
+    }
+
+    #[test]
+    fn a_connection_prepares_for_a_bounded_number_of_tenants() {
+        let s = statement();
+        let mut session = Session::default();
+        for t in 0..TENANTS_PER_CONNECTION {
+            assert!(session.prepared(&format!("t{t}"), &s, t).is_some());
+        }
+        assert_eq!(session.prepared("late", &s, 100), None, "stays literal");
+        session.settle(usize::MAX);
+        assert_eq!(session.statements(), TENANTS_PER_CONNECTION);
+        assert_eq!(session.prepared("late", &s, 0), None);
+        assert!(session.prepared("t0", &s, 0).is_some());
+    }
+
+    #[test]
+    fn a_session_is_kept_between_transactions_by_its_token() {
+        let s = statement();
+        let mut session = checkout(u64::MAX);
+        session.prepared("t1", &s, 0).expect("admitted");
+        session.settle(1);
+        checkin(session);
+        let mut again = checkout(u64::MAX);
+        assert_eq!(again.statements(), 1);
+        assert_eq!(again.prepared("t1", &s, 0).map(|(p, _)| p), Some(None));
+        drop(again);
+        assert_eq!(
+            checkout(u64::MAX).statements(),
+            0,
+            "a dropped record is gone"
+        );
+    }
+}
