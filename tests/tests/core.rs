@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
 use wa_integration_tests::*;
-use wa_shared::model::{ErrorType, EventKind::*, Subject};
+use wa_shared::model::{quote_ident, ErrorType, EventKind::*, Subject};
 use wa_shared::pipeline::{DeadLetter, Outcome, Processor, ProcessorSettings};
 use wa_shared::store::schema;
 
@@ -433,4 +433,92 @@ async fn a_value_too_big_for_an_index_fails_its_event_alone() {
         ids,
         vec![json!({"message_id":"ok1"}), json!({"message_id":"ok2"})]
     );
+}
+
+/// What a tenant schema is made of, with the schema's name taken out: every column (type,
+/// nullability, default, position), index, constraint, sequence and function, and the
+/// recorded migrations.
+async fn schema_shape(pool: &sqlx::PgPool, schema: &str) -> Vec<String> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT format('column %s.%s #%s %s %s %s', c.relname, a.attname, a.attnum,
+                       format_type(a.atttypid, a.atttypmod), a.attnotnull,
+                       pg_get_expr(d.adbin, d.adrelid))
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+         WHERE n.nspname = $1 AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+         UNION ALL
+         SELECT format('relation %s %s', c.relname, c.relkind)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('index %s', pg_get_indexdef(i.indexrelid))
+         FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('constraint %s %s %s', t.relname, k.conname, pg_get_constraintdef(k.oid))
+         FROM pg_constraint k JOIN pg_class t ON t.oid = k.conrelid
+         JOIN pg_namespace n ON n.oid = k.connamespace WHERE n.nspname = $1
+         UNION ALL
+         SELECT format('function %s', p.proname)
+         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1",
+    )
+    .bind(schema)
+    .fetch_all(pool)
+    .await
+    .expect("catalog");
+    let recorded: Vec<(i32, String)> = sqlx::query_as(&format!(
+        "SELECT version, name FROM {}.schema_migrations ORDER BY version",
+        quote_ident(schema)
+    ))
+    .fetch_all(pool)
+    .await
+    .expect("schema_migrations");
+    let mut shape: Vec<String> = rows
+        .into_iter()
+        .map(|(s,)| s.replace(&format!("{schema}."), "S."))
+        .chain(
+            recorded
+                .into_iter()
+                .map(|(v, n)| format!("migration {v} {n}")),
+        )
+        .collect();
+    shape.sort();
+    shape
+}
+
+/// A new tenant's schema is created from the baseline in one pass (`migrations/baseline/`), not
+/// migration by migration: it must be exactly what the migrations leave, one step at a time.
+#[tokio::test]
+async fn a_schema_created_from_the_baseline_is_the_one_the_migrations_make() {
+    let pool = pool().await;
+    let stepwise = schema_name(&unique_tenant("STEP"));
+    let mut conn = pool.acquire().await.expect("connection");
+    let ident = quote_ident(&stepwise);
+    sqlx::raw_sql(&format!(
+        "CREATE SCHEMA {ident}; SET search_path TO {ident}; {}",
+        schema::BOOKKEEPING
+    ))
+    .execute(&mut *conn)
+    .await
+    .expect("bookkeeping");
+    for m in wa_shared::store::MIGRATIONS {
+        sqlx::raw_sql(&format!(
+            "BEGIN; {}\n;\nINSERT INTO schema_migrations (version, name) VALUES ({}, '{}'); COMMIT",
+            m.sql, m.version, m.name
+        ))
+        .execute(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("migration {}: {e}", m.version));
+    }
+    sqlx::raw_sql("RESET search_path")
+        .execute(&mut *conn)
+        .await
+        .expect("reset");
+    drop(conn);
+
+    let fresh = schema_name(&unique_tenant("BASE"));
+    schema::migrate(&pool, &fresh).await.expect("migrate");
+    let want = schema_shape(&pool, &stepwise).await;
+    assert!(want.iter().any(|s| s.starts_with("index ")), "{want:?}");
+    assert_eq!(schema_shape(&pool, &fresh).await, want);
 }

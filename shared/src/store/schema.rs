@@ -51,6 +51,21 @@ pub static MIGRATIONS: &[Migration] = &[
     migration!(8, "0008", "tenant_moves"),
 ];
 
+/// A fresh tenant schema in one pass: the tables as the migrations up to `version` leave them
+/// in a tenant schema, without the steps that add to or rebuild what an earlier one made
+/// (creating a schema is DDL on the write path of a new tenant's first events).
+pub struct Baseline {
+    pub version: i32,
+    pub sql: &'static str,
+}
+
+/// The baseline a tenant schema with no migration applied is created from (the migrations
+/// after its version then run as usual).
+pub static TENANT_BASELINE: Baseline = Baseline {
+    version: 8,
+    sql: include_str!("../../../migrations/baseline/tenant_0008.sql"),
+};
+
 /// Connections of the pool schema work runs on.
 pub const DDL_CONNECTIONS: u32 = 2;
 
@@ -541,7 +556,7 @@ pub fn latest_version() -> i32 {
 }
 
 /// The table that records which migrations a schema has.
-pub(crate) const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+pub const BOOKKEEPING: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
              version integer PRIMARY KEY,
              name text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
@@ -593,9 +608,20 @@ async fn migrate_ours(pool: &PgPool, schema: &str) -> Result<Result<(), String>,
         return Ok(Ok(()));
     }
     // Each migration is a file of statements; they run as one query, each followed by its
-    // record (names are the crate's own, quoted as literals).
+    // record (names are the crate's own, quoted as literals). A tenant schema with none
+    // applied starts from the baseline, recorded as the migrations it stands for.
     let mut sql = String::new();
-    for m in &pending {
+    let mut steps = pending.clone();
+    if applied.is_empty() && schema != SYSTEM_SCHEMA {
+        let (covered, after): (Vec<&Migration>, Vec<&Migration>) = pending
+            .iter()
+            .copied()
+            .partition(|m| m.version <= TENANT_BASELINE.version);
+        sql.push_str(TENANT_BASELINE.sql);
+        sql.push_str(&format!("\n;\n{};\n", record_statement(&covered)));
+        steps = after;
+    }
+    for m in &steps {
         sql.push_str(m.sql);
         sql.push_str(&format!("\n;\n{};\n", record_statement(&[m])));
     }
