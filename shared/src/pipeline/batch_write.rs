@@ -530,16 +530,15 @@ async fn write_in(
     let mut recorded_at: Vec<Option<usize>> = vec![None; parts.len()];
     for &p in &order {
         let company = parts[p].tenant.as_str();
-        let schema = parts[p].tenant.schema_name();
         let mut switched = false;
         let before: Vec<&StreamKey> = keys[p].iter().filter(|k| !fresh(p, k)).collect();
         if let Some(recorded) = inbox::recorded(&before) {
             BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
             switched = true;
-            let at = writes
-                .push_in(Tag::Part(p), &recorded, session.0.as_mut(), &schema)
+            recorded_at[p] = Some(writes.len());
+            writes
+                .push_in(Tag::Part(p), &recorded, session.0.as_mut(), parts[p].tenant)
                 .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
-            recorded_at[p] = Some(at);
         }
         for (k, (tag, plan)) in plans[p].iter().enumerate() {
             for s in plan.statements(company) {
@@ -547,20 +546,36 @@ async fn write_in(
                     BatchTx::switch_into(&mut writes, Tag::Part(p), parts[p].tenant);
                     switched = true;
                 }
-                let at = writes
-                    .push_in(*tag, &s.statement, session.0.as_mut(), &schema)
-                    .map_err(|_| Failed::Unrenderable(*tag))?;
                 if let Some(round) = s.patches {
-                    patches.push((at, p, k, round));
+                    patches.push((writes.len(), p, k, round));
                 }
+                writes
+                    .push_in(*tag, &s.statement, session.0.as_mut(), parts[p].tenant)
+                    .map_err(|_| Failed::Unrenderable(*tag))?;
             }
         }
     }
     if patches.is_empty() {
         BatchTx::commit_into(&mut writes, Tag::Batch);
     }
+    // New statements are prepared first, each in a query of its own (see `store::prepared`).
+    for prepare in writes.prepares() {
+        let mut query = Script::named("prepare");
+        query.push_sql(prepare.tag, &prepare.switch);
+        query.push_sql(prepare.tag, &prepare.prepare);
+        tx.run(&query).await?;
+        if let Some(s) = &mut session.0 {
+            s.confirm(&prepare.name);
+        }
+    }
     let ran = tx.run(&writes).await;
-    session.settle(&ran);
+    if ran
+        .as_ref()
+        .is_err_and(|e| sqlstate(&e.error).as_deref() == Some(prepared::NO_SUCH_STATEMENT))
+    {
+        // The connection lost statements it was thought to keep: its record is dropped.
+        session.0 = None;
+    }
     let rows = ran?;
     let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
     for (p, at) in recorded_at.iter().enumerate() {
@@ -629,32 +644,11 @@ async fn write_in(
 /// attempt ends, however it ends.
 struct SessionGuard(Option<Session>);
 
-impl SessionGuard {
-    /// Records what the script that ran prepared; a statement found missing drops the record.
-    fn settle<T>(&mut self, ran: &Result<T, ScriptError<Tag>>) {
-        match ran {
-            Ok(_) => {
-                if let Some(s) = &mut self.0 {
-                    s.settle(usize::MAX)
-                }
-            }
-            Err(e) if sqlstate(&e.error).as_deref() == Some(prepared::NO_SUCH_STATEMENT) => {
-                self.0 = None;
-            }
-            Err(e) => {
-                if let Some(s) = &mut self.0 {
-                    s.settle(e.completed)
-                }
-            }
-        }
-    }
-}
-
 impl Drop for SessionGuard {
     fn drop(&mut self) {
         if let Some(mut session) = self.0.take() {
-            // Whatever was not settled never reached the server.
-            session.settle(0);
+            // What was not confirmed never ran.
+            session.drop_pending();
             prepared::checkin(session);
         }
     }

@@ -12,17 +12,19 @@
 //! connection: every connection of the pools is given a token when it opens (the setting
 //! [`TOKEN_SETTING`]), which the first script of a batch transaction reads back, and the
 //! [`Session`] of that token says which of its tenants' statements exist and under which
-//! names. A plan costs the server about 200 kB per statement and tenant, so a connection
-//! prepares the statements of at most [`TENANTS_PER_CONNECTION`] tenants (`DB_PREPARED_TENANTS`),
-//! the first it writes (the busy ones, in practice); the others' statements are sent as
-//! literal text.
-//! A connection's plans go with it when the pool retires it.
+//! names. Each `PREPARE` runs in a query of its own, with the switch to its tenant's schema:
+//! the server keeps two copies of the text of the query a statement was prepared in, and a
+//! batch's script is hundreds of kilobytes (prepared inside it, 64 tenants took 375 MB of one
+//! server process). A tenant's statements take about 1 MB of the server's memory, so a
+//! connection prepares those of at most [`TENANTS_PER_CONNECTION`] tenants
+//! (`DB_PREPARED_TENANTS`), the first it writes (the busy ones, in practice); the others'
+//! statements are sent as literal text. A connection's statements go with it when the pool
+//! retires it.
 //!
-//! Names are never reused in a process (a counter), so a `PREPARE` can never collide with one
-//! that ran although the script it was in failed, or one a dropped record forgot. A name is recorded only once its
-//! `PREPARE` is known to have run; when an `EXECUTE` finds no statement (SQLSTATE `26000`, a
-//! session reset behind the pool's back), the session's record is dropped and the batch runs
-//! again, preparing anew.
+//! A name is recorded only once its `PREPARE` ran, and names are never reused in a process (a
+//! counter), so a `PREPARE` never collides with one a dropped record forgot. When an `EXECUTE`
+//! finds no statement (SQLSTATE `26000`: the session was reset behind the pool's back), the
+//! record is dropped and the batch runs again, preparing anew.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -82,33 +84,42 @@ pub struct Session {
     /// Schema → statement text → number.
     tenants: HashMap<String, HashMap<&'static str, u64>>,
     /// Prepared by the script being built or run: (statement index in it, schema, text, number).
-    pending: Vec<(usize, String, &'static str, u64)>,
+    pending: Vec<(String, &'static str, u64)>,
     used: Option<Instant>,
 }
 
+/// How a statement is sent on a connection that keeps it prepared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The `PREPARE` to run first, in its own query, when it is not prepared yet.
+    pub prepare: Option<String>,
+    /// The name to `EXECUTE`.
+    pub name: String,
+}
+
 impl Session {
-    /// How `statement` should be sent for `schema` as statement `index` of a script: the
-    /// `PREPARE` to send first (when it is not prepared yet) and the `EXECUTE`'s name; `None`
-    /// when the tenant's statements stay literal on this connection.
-    pub fn prepared(
-        &mut self,
-        schema: &str,
-        statement: &Statement<'_>,
-        index: usize,
-    ) -> Option<(Option<String>, String)> {
+    /// How `statement` should be sent for `schema`; `None` when the tenant's statements stay
+    /// literal on this connection. A `PREPARE` returned is pending until [`Session::confirm`]ed.
+    pub fn prepared(&mut self, schema: &str, statement: &Statement<'_>) -> Option<Prepared> {
         let sql = statement.sql();
-        if let Some(n) = self.tenants.get(schema).and_then(|s| s.get(sql)) {
-            return Some((None, name(*n)));
-        }
-        if let Some(&(_, _, _, n)) = self
-            .pending
-            .iter()
-            .find(|(_, s, q, _)| s == schema && *q == sql)
-        {
-            return Some((None, name(n)));
+        let known = self
+            .tenants
+            .get(schema)
+            .and_then(|s| s.get(sql).copied())
+            .or_else(|| {
+                self.pending
+                    .iter()
+                    .find(|(s, q, _)| s == schema && *q == sql)
+                    .map(|&(_, _, n)| n)
+            });
+        if let Some(n) = known {
+            return Some(Prepared {
+                prepare: None,
+                name: name(n),
+            });
         }
         let admitted = self.tenants.contains_key(schema)
-            || self.pending.iter().any(|(_, s, _, _)| s == schema)
+            || self.pending.iter().any(|(s, _, _)| s == schema)
             || self.tenant_count() < tenants_cap();
         if !admitted {
             return None;
@@ -117,41 +128,45 @@ impl Session {
         // whatever its record forgot.
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        self.pending.push((index, schema.to_owned(), sql, n));
-        let prepare = format!(
-            "PREPARE {}({}) AS {}",
-            name(n),
-            statement.param_types().join(", "),
-            sql
-        );
-        Some((Some(prepare), name(n)))
+        self.pending.push((schema.to_owned(), sql, n));
+        Some(Prepared {
+            prepare: Some(format!(
+                "PREPARE {}({}) AS {}",
+                name(n),
+                statement.param_types().join(", "),
+                sql
+            )),
+            name: name(n),
+        })
     }
 
-    /// Drops what was planned for statement `index` onwards (it was not added to the script).
-    pub fn forget_pending(&mut self, index: usize) {
-        self.pending.retain(|(i, ..)| *i < index);
+    /// Records that the `PREPARE` of statement `name` ran.
+    pub fn confirm(&mut self, prepared: &str) {
+        if let Some(i) = self
+            .pending
+            .iter()
+            .position(|(_, _, n)| name(*n) == prepared)
+        {
+            let (schema, sql, n) = self.pending.swap_remove(i);
+            self.tenants.entry(schema).or_default().insert(sql, n);
+        }
+    }
+
+    /// Forgets the `PREPARE`s that were not confirmed (they never ran).
+    pub fn drop_pending(&mut self) {
+        self.pending.clear();
     }
 
     fn tenant_count(&self) -> usize {
         let mut new: Vec<&str> = self
             .pending
             .iter()
-            .map(|(_, s, _, _)| s.as_str())
+            .map(|(s, _, _)| s.as_str())
             .filter(|s| !self.tenants.contains_key(*s))
             .collect();
         new.sort_unstable();
         new.dedup();
         self.tenants.len() + new.len()
-    }
-
-    /// Records the `PREPARE`s of the script that ran: those before statement `completed` ran
-    /// (all of them when it ran to its end), the others never did.
-    pub fn settle(&mut self, completed: usize) {
-        for (index, schema, sql, n) in std::mem::take(&mut self.pending) {
-            if index < completed {
-                self.tenants.entry(schema).or_default().insert(sql, n);
-            }
-        }
     }
 
     /// Statements prepared on this connection.
@@ -205,50 +220,68 @@ mod tests {
     fn a_statement_is_prepared_once_per_schema_and_only_once_it_ran() {
         let s = statement();
         let mut session = Session::default();
-        let (prepare, first) = session.prepared("t1", &s, 3).expect("admitted");
+        let first = session.prepared("t1", &s).expect("admitted");
         assert_eq!(
-            prepare.as_deref(),
-            Some(format!("PREPARE {first}(text[], text) AS SELECT $1::text[], $2").as_str())
+            first.prepare.as_deref(),
+            Some(
+                format!(
+                    "PREPARE {}(text[], text) AS SELECT $1::text[], $2",
+                    first.name
+                )
+                .as_str()
+            )
         );
-        assert!(first.starts_with("wa_p"), "{first}");
-        // Used again in the same script: no second PREPARE.
-        assert_eq!(session.prepared("t1", &s, 7), Some((None, first.clone())));
+        assert!(first.name.starts_with("wa_p"), "{first:?}");
+        // Used again before it ran: no second PREPARE.
+        let again = session.prepared("t1", &s).expect("admitted");
+        assert_eq!(again.prepare, None);
+        assert_eq!(again.name, first.name);
         // Another schema: its own statement.
-        let (prepare, other) = session.prepared("t2", &s, 9).expect("admitted");
-        assert!(prepare.is_some());
-        assert_ne!(other, first);
-        // The script failed at statement 5: t1's PREPARE (3) ran, t2's (9) did not.
-        session.settle(5);
-        assert_eq!(session.prepared("t1", &s, 0), Some((None, first)));
-        let (prepare, again) = session.prepared("t2", &s, 0).expect("admitted");
-        assert!(prepare.is_some(), "prepared anew");
-        assert_ne!(again, other, "names are never reused");
+        let other = session.prepared("t2", &s).expect("admitted");
+        assert!(other.prepare.is_some());
+        assert_ne!(other.name, first.name);
+        // t1's PREPARE ran, t2's did not.
+        session.confirm(&first.name);
+        session.drop_pending();
+        assert_eq!(session.statements(), 1);
+        assert_eq!(session.prepared("t1", &s).expect("kept").prepare, None);
+        let anew = session.prepared("t2", &s).expect("admitted");
+        assert!(anew.prepare.is_some(), "prepared anew");
+        assert_ne!(anew.name, other.name, "names are never reused");
     }
 
     #[test]
     fn a_connection_prepares_for_a_bounded_number_of_tenants() {
         let s = statement();
         let mut session = Session::default();
+        let mut names = Vec::new();
         for t in 0..TENANTS_PER_CONNECTION {
-            assert!(session.prepared(&format!("t{t}"), &s, t).is_some());
+            names.push(
+                session
+                    .prepared(&format!("t{t}"), &s)
+                    .expect("admitted")
+                    .name,
+            );
         }
-        assert_eq!(session.prepared("late", &s, 100), None, "stays literal");
-        session.settle(usize::MAX);
+        assert_eq!(session.prepared("late", &s), None, "stays literal");
+        for n in &names {
+            session.confirm(n);
+        }
         assert_eq!(session.statements(), TENANTS_PER_CONNECTION);
-        assert_eq!(session.prepared("late", &s, 0), None);
-        assert!(session.prepared("t0", &s, 0).is_some());
+        assert_eq!(session.prepared("late", &s), None);
+        assert!(session.prepared("t0", &s).is_some());
     }
 
     #[test]
     fn a_session_is_kept_between_transactions_by_its_token() {
         let s = statement();
         let mut session = checkout(u64::MAX);
-        session.prepared("t1", &s, 0).expect("admitted");
-        session.settle(1);
+        let p = session.prepared("t1", &s).expect("admitted");
+        session.confirm(&p.name);
         checkin(session);
         let mut again = checkout(u64::MAX);
         assert_eq!(again.statements(), 1);
-        assert_eq!(again.prepared("t1", &s, 0).map(|(p, _)| p), Some(None));
+        assert_eq!(again.prepared("t1", &s).map(|p| p.prepare), Some(None));
         drop(again);
         assert_eq!(
             checkout(u64::MAX).statements(),

@@ -22,6 +22,8 @@ use tracing::Instrument;
 
 use super::failure::sqlstate;
 use super::prepared::Session;
+use super::tenant_tx::switch_statement;
+use crate::model::TenantId;
 use crate::telemetry::spans;
 
 /// The values of one `$n` parameter: a column of an `unnest(…)`, or one scalar.
@@ -274,8 +276,18 @@ fn array<T>(out: &mut String, values: &[Option<T>], item: impl Fn(&mut String, &
 pub struct Script<T> {
     sql: String,
     tags: Vec<T>,
+    prepares: Vec<Prepare<T>>,
     /// What the round trip does, as its trace span names it (never the SQL).
     operation: &'static str,
+}
+
+/// A statement to prepare before a script runs, in a query of its own that switches to its
+/// tenant's schema and prepares it (see [`super::prepared`]).
+pub struct Prepare<T> {
+    pub tag: T,
+    pub switch: String,
+    pub prepare: String,
+    pub name: String,
 }
 
 /// The statement of a script that failed, and why.
@@ -284,18 +296,12 @@ pub struct ScriptError<T> {
     /// The failing statement's tag; `None` when the query as a whole failed (connection lost).
     pub tag: Option<T>,
     pub error: sqlx::Error,
-    /// The statements of the script that completed before the failure.
-    pub completed: usize,
 }
 
 impl<T> ScriptError<T> {
     /// A failure of statement `tag` found after its script ran.
     pub fn after(tag: Option<T>, error: sqlx::Error) -> Self {
-        ScriptError {
-            tag,
-            error,
-            completed: 0,
-        }
+        ScriptError { tag, error }
     }
 }
 
@@ -311,6 +317,7 @@ impl<T: Copy> Script<T> {
         Script {
             sql: String::new(),
             tags: Vec::new(),
+            prepares: Vec::new(),
             operation,
         }
     }
@@ -336,40 +343,43 @@ impl<T: Copy> Script<T> {
         Ok(())
     }
 
-    /// Adds a statement of the store for `schema` (the schema the script has switched to),
+    /// Adds a statement of the store for `tenant` (whose schema the script has switched to),
     /// as an `EXECUTE` of its prepared form when `session` keeps the tenant's statements
-    /// prepared (after its `PREPARE` the first time), else as literal text. Returns the index
-    /// of the statement whose rows are the statement's.
+    /// prepared, else as literal text. A statement to prepare first is added to
+    /// [`Script::prepares`], to run before the script.
     pub fn push_in(
         &mut self,
         tag: T,
         statement: &Statement<'_>,
         session: Option<&mut Session>,
-        schema: &str,
-    ) -> Result<usize, Unrenderable> {
-        let Some(session) = session else {
-            self.push(tag, statement)?;
-            return Ok(self.len() - 1);
-        };
-        let Some((prepare, name)) = session.prepared(schema, statement, self.len()) else {
-            self.push(tag, statement)?;
-            return Ok(self.len() - 1);
+        tenant: &TenantId,
+    ) -> Result<(), Unrenderable> {
+        let schema = tenant.schema_name();
+        let Some(prepared) = session.and_then(|s| s.prepared(&schema, statement)) else {
+            return self.push(tag, statement);
         };
         let mark = self.sql.len();
-        if let Err(e) = statement.render_execute(&name, &mut self.sql) {
+        if let Err(e) = statement.render_execute(&prepared.name, &mut self.sql) {
+            // The PREPARE stays pending and is dropped unconfirmed with the attempt.
             self.sql.truncate(mark);
-            session.forget_pending(self.len());
             return Err(e);
-        }
-        if let Some(prepare) = prepare {
-            // The PREPARE goes before the EXECUTE (rendered above, moved behind it).
-            let execute = self.sql.split_off(mark);
-            self.push_sql(tag, &prepare);
-            self.sql.push_str(&execute);
         }
         self.sql.push_str(";\n");
         self.tags.push(tag);
-        Ok(self.len() - 1)
+        if let Some(prepare) = prepared.prepare {
+            self.prepares.push(Prepare {
+                tag,
+                switch: switch_statement(tenant),
+                prepare,
+                name: prepared.name,
+            });
+        }
+        Ok(())
+    }
+
+    /// The statements to prepare, each in a query of its own, before the script runs.
+    pub fn prepares(&self) -> &[Prepare<T>] {
+        &self.prepares
     }
 
     /// Adds one statement written by the store itself (no values from events in it).
@@ -411,11 +421,7 @@ impl<T: Copy> Script<T> {
                         sqlx::Error::Database(_) => self.tags.get(done).copied(),
                         _ => None,
                     };
-                    return Err(ScriptError {
-                        tag,
-                        error,
-                        completed: done,
-                    });
+                    return Err(ScriptError { tag, error });
                 }
             }
         }
@@ -428,7 +434,6 @@ impl<T: Copy> Script<T> {
                     self.tags.len(),
                     results.len()
                 )),
-                completed: 0,
             });
         }
         Ok(results)
