@@ -209,7 +209,7 @@ async fn standalone_spans_continue_the_producers_trace_and_hold_no_data() {
         match st.attr("db.operation.name") {
             // A new tenant's schema is migrated before its events are written.
             Some("migrate") => assert_eq!(parent, Some("batch"), "{st:?}"),
-            Some("claim" | "write" | "release") => {
+            Some("claim" | "prepare" | "write" | "release") => {
                 assert_eq!(parent, Some("tenant_transaction"), "{st:?}")
             }
             other => panic!("db.statement of operation {other:?}"),
