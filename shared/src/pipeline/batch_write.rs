@@ -214,11 +214,12 @@ impl Processor {
                 }
                 Err(Failed::Db(ScriptError { tag, error, .. })) => (tag, error),
             };
-            let class = match sqlstate(&error) {
-                // A statement this connection was thought to keep prepared is not there (its
-                // record is dropped): run again, preparing anew.
-                Some(code) if code == prepared::NO_SUCH_STATEMENT => DbFailure::Conflict,
-                _ => classify(&error),
+            // A statement this connection was thought to keep prepared is not there (its
+            // record is dropped): run again, preparing anew.
+            let class = if prepared::is_missing_statement(&error) {
+                DbFailure::Conflict
+            } else {
+                classify(&error)
             };
             if sqlstate(&error).as_deref() == Some(OUT_OF_SHARED_MEMORY) {
                 // The server's lock table is full (max_locks_per_transaction): fewer tenants
@@ -571,7 +572,7 @@ async fn write_in(
     let ran = tx.run(&writes).await;
     if ran
         .as_ref()
-        .is_err_and(|e| sqlstate(&e.error).as_deref() == Some(prepared::NO_SUCH_STATEMENT))
+        .is_err_and(|e| prepared::is_missing_statement(&e.error))
     {
         // The connection lost statements it was thought to keep: its record is dropped.
         session.0 = None;

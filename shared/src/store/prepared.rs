@@ -55,6 +55,11 @@ fn tenants_cap() -> usize {
 /// SQLSTATE invalid_sql_statement_name: an `EXECUTE` of a statement the session does not hold.
 pub const NO_SUCH_STATEMENT: &str = "26000";
 
+/// Whether `error` is an `EXECUTE` of a statement the session does not hold.
+pub fn is_missing_statement(error: &sqlx::Error) -> bool {
+    super::failure::sqlstate(error).as_deref() == Some(NO_SUCH_STATEMENT)
+}
+
 /// A session record not used for this long belongs to a connection that is gone.
 const FORGOTTEN_AFTER: Duration = Duration::from_secs(3600);
 
