@@ -402,6 +402,11 @@ async fn wa_admin_streams_shows_the_differences_on_current() {
 /// takes only its tenant's subjects (`filter_subjects`: its pending count is its tenant's), on
 /// 2.9 the whole stream, with the other tenant's events acknowledged unprocessed. Nothing
 /// pending is lost either way.
+///
+/// A pending count is read only once the stream has told every consumer of the messages
+/// published so far: since 2.10 the server does that after it has acknowledged the publish, so
+/// a count read at once can be short. A consumer on the whole stream that never fetches says
+/// when it is done ([`pending_once_signalled`]).
 async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: bool) {
     let s = Stack::on(PrivateNats::start_with(binary), "cmp").await;
     let other = unique_tenant("cmpother");
@@ -420,6 +425,17 @@ async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: boo
         })
         .await
         .expect("the whole-stream consumer of an earlier release");
+    s.js.get_stream(REALTIME_STREAM)
+        .await
+        .expect("stream")
+        .create_consumer(pull::Config {
+            durable_name: Some(OBSERVER.to_owned()),
+            ack_policy: AckPolicy::Explicit,
+            deliver_policy: DeliverPolicy::All,
+            ..Default::default()
+        })
+        .await
+        .expect("the observing consumer");
     let publish = |tenant: String, chat: &'static str| {
         let js = s.js.clone();
         async move {
@@ -432,10 +448,7 @@ async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: boo
     for chat in ["AG_1", "AG_2", "AG_3"] {
         publish(other.clone(), chat).await;
     }
-    assert_eq!(
-        s.consumer_info(REALTIME_STREAM, &durable).await.num_pending,
-        5
-    );
+    pending_once_signalled(&s, &durable, 5, 5).await;
 
     let mut f = s.start("wa-realtime", &[("COMPANY_ID", &s.tenant)]).await;
     s.wait_count(WAIT, "SELECT count(*) FROM chats", 2).await;
@@ -458,23 +471,43 @@ async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: boo
     for chat in ["AG_4", "AG_5", "AG_6"] {
         publish(other.clone(), chat).await;
     }
-    let info = s.consumer_info(REALTIME_STREAM, &durable).await;
-    assert_eq!(
-        info.num_pending,
-        if filtered { 1 } else { 4 },
-        "{}",
-        if filtered {
-            "only its tenant's events are pending"
-        } else {
-            "2.9: the whole stream is pending"
-        }
-    );
+    // Filtered: only its tenant's events are pending; 2.9: the whole stream is.
+    pending_once_signalled(&s, &durable, 9, if filtered { 1 } else { 4 }).await;
     let state = s.js.get_stream(REALTIME_STREAM).await.expect("stream");
     assert_eq!(state.cached_info().state.messages, 9, "every event is kept");
     let _f = s.start("wa-realtime", &[("COMPANY_ID", &s.tenant)]).await;
     s.wait_count(WAIT, "SELECT count(*) FROM chats", 3).await;
     s.wait_settled(WAIT, REALTIME_STREAM, &durable).await;
     assert!(!schema_exists(&s.pool, &schema_name(&other)).await);
+}
+
+/// The durable consumer on the whole stream that never fetches (see below).
+const OBSERVER: &str = "observer";
+
+/// Waits until [`OBSERVER`] counts `published` messages pending, so that the stream has
+/// signalled every consumer of all but perhaps the last message, then until `durable` counts
+/// `pending` (the last message's signal may reach it a moment after the observer). A wrong
+/// filter shows: every message before the last has been counted by then, so a count off by
+/// more than one is never `pending`.
+async fn pending_once_signalled(s: &Stack, durable: &str, published: u64, pending: u64) {
+    for (consumer, expected) in [(OBSERVER, published), (durable, pending)] {
+        let what = format!("{consumer} to count {expected} pending");
+        let last = std::cell::Cell::new(None);
+        let found = wa_testkit::poll(WAIT, || {
+            let last = &last;
+            async move {
+                let n = s.consumer_info(REALTIME_STREAM, consumer).await.num_pending;
+                last.set(Some(n));
+                Ok::<_, std::convert::Infallible>((n == expected).then_some(()))
+            }
+        })
+        .await;
+        assert!(
+            matches!(found, Ok(Some(()))),
+            "timed out waiting for {what}; it counts {:?}",
+            last.get()
+        );
+    }
 }
 
 #[tokio::test]
