@@ -101,7 +101,19 @@ pub struct Pulled {
     pub expires: Duration,
     /// From sending the request until the reading stopped.
     pub elapsed: Duration,
+    /// From sending the request until the server's last message or status.
+    pub heard_last: Duration,
     pub end: PullEnd,
+}
+
+impl Pulled {
+    /// How long the reading went on past both the expiry and the server's last word: the
+    /// time spent waiting for nothing. A server that answers late (a busy machine) costs
+    /// none of it; a status that never comes costs the whole wait for it.
+    pub fn stalled(&self) -> Duration {
+        self.elapsed
+            .saturating_sub(self.expires.max(self.heard_last))
+    }
 }
 
 /// How a pull request ended.
@@ -165,6 +177,7 @@ pub async fn pull(
     let mut ended: Option<String> = None;
     // How many messages the server says it sent, once it has said the request is over.
     let mut sent: Option<usize> = None;
+    let mut heard_last = Duration::ZERO;
     let end = loop {
         if out.len() >= sent.unwrap_or(request.batch) {
             break match &ended {
@@ -181,6 +194,7 @@ pub async fn pull(
         let Some(message) = next else {
             break PullEnd::Closed;
         };
+        heard_last = started.elapsed();
         match message.status {
             None | Some(StatusCode::OK) => {
                 out.push(jetstream::Message {
@@ -234,6 +248,7 @@ pub async fn pull(
         messages: out,
         expires,
         elapsed,
+        heard_last,
         end,
     })
 }
