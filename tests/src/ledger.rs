@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::Context;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
 use wa_shared::model::{EventKind, Subject};
 
@@ -224,8 +224,10 @@ async fn stored_sequences(js: &Context, stream: &str, subject: &str) -> Vec<u64>
     out
 }
 
-/// Reads on from the sequence after the last in `out`; the first consumer's pending count is
-/// how many there are to read (`want`).
+/// Reads on from the sequence after the last in `out`; how many there are to read (`want`) is
+/// the stream leader's count of the subject. (A consumer's pending count is its own replica's:
+/// on a 2.9 cluster, one placed on a follower still catching up after a restart counted 2,982
+/// of 3,000 messages, and the last 18 looked lost.)
 async fn read_on(
     js: &Context,
     stream: &str,
@@ -240,7 +242,7 @@ async fn read_on(
         },
         None => DeliverPolicy::All,
     };
-    let mut consumer = stream
+    let consumer = stream
         .create_consumer(pull::Config {
             filter_subject: subject.to_owned(),
             deliver_policy,
@@ -250,7 +252,12 @@ async fn read_on(
         })
         .await?;
     if want.is_none() {
-        *want = Some(consumer.info().await?.num_pending as usize);
+        let mut subjects = stream.info_with_subjects(subject).await?;
+        let mut count = 0;
+        while let Some((_, n)) = subjects.try_next().await? {
+            count += n;
+        }
+        *want = Some(count);
     }
     while want.is_some_and(|w| out.len() < w) {
         let mut batch = consumer
