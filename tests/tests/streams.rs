@@ -412,9 +412,8 @@ async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: boo
     let other = unique_tenant("cmpother");
     s.create_streams().await;
     let durable = format!("wa_realtime_{}", s.tenant);
-    s.js.get_stream(REALTIME_STREAM)
-        .await
-        .expect("stream")
+    let stream = s.js.get_stream(REALTIME_STREAM).await.expect("stream");
+    stream
         .create_consumer(pull::Config {
             durable_name: Some(durable.clone()),
             ack_policy: AckPolicy::Explicit,
@@ -425,9 +424,7 @@ async fn a_company_consumer_takes_only_its_tenant(binary: PathBuf, filtered: boo
         })
         .await
         .expect("the whole-stream consumer of an earlier release");
-    s.js.get_stream(REALTIME_STREAM)
-        .await
-        .expect("stream")
+    stream
         .create_consumer(pull::Config {
             durable_name: Some(OBSERVER.to_owned()),
             ack_policy: AckPolicy::Explicit,
