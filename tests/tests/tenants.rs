@@ -674,3 +674,110 @@ async fn prepared_statements_that_vanish_are_prepared_again_and_nothing_is_lost(
     let inbox = row(&pool, &ev.tenant, "SELECT count(*) AS n FROM inbox").await;
     assert_eq!(inbox["n"], json!(events.len()), "each event recorded once");
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. Lanes: each tenant written on the same kept connection, batch after batch.
+// ---------------------------------------------------------------------------------------------
+
+/// Tenants of the lane tests.
+const LANE_TENANTS: usize = 40;
+
+/// For each of `schemas`, the tokens of the connections keeping statements for it, and
+/// whether one of them keeps its inbox claim.
+fn held_for(schemas: &[String]) -> (BTreeMap<String, Vec<u64>>, bool) {
+    let mut by_schema: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut claims = false;
+    for (token, held) in wa_shared::store::prepared::held() {
+        for (schema, statements) in held {
+            if schemas.contains(&schema) {
+                by_schema.entry(schema).or_default().push(token);
+                claims |= statements.iter().any(|s| s.contains("INSERT INTO inbox"));
+            }
+        }
+    }
+    (by_schema, claims)
+}
+
+/// A pool of three connections keeps two for its lanes. Batches of the same 40 tenants: each
+/// tenant's statements (its inbox claim included, which only a connection known before the
+/// transaction can run prepared) are prepared on one connection only, one of at most two. Then
+/// those connections are closed by the server while idle (as a restart or an idle timeout
+/// would): the next batch is written on fresh connections, with no batch held, and every
+/// tenant holds exactly the rows of applying its events one at a time.
+#[tokio::test]
+async fn lanes_keep_their_tenants_statements_and_survive_losing_their_connections() {
+    let pool = wa_shared::store::connect(&database_url(), 3)
+        .await
+        .expect("connect");
+    let tenants: Vec<Events> = (0..LANE_TENANTS)
+        .map(|_| Events::new(&unique_tenant("LANE")))
+        .collect();
+    let schemas: Vec<String> = tenants.iter().map(|e| schema_name(&e.tenant)).collect();
+    let per_tenant: Vec<Vec<InboundEvent>> = tenants
+        .iter()
+        .map(|ev| {
+            race_bodies(&ev.tenant)
+                .into_iter()
+                .map(|(kind, body)| ev.event(kind, body))
+                .collect()
+        })
+        .collect();
+    let n = per_tenant[0].len();
+    let rounds = [0..n / 3, n / 3..2 * n / 3, 2 * n / 3..n];
+    let batch = |r: usize| -> Vec<InboundEvent> {
+        per_tenant
+            .iter()
+            .flat_map(|events| events[rounds[r].clone()].iter().cloned())
+            .collect()
+    };
+    let p = processor(&pool);
+
+    run_ok(&p, &batch(0)).await;
+    run_ok(&p, &batch(1)).await;
+    let (held, claims) = held_for(&schemas);
+    assert_eq!(
+        held.len(),
+        LANE_TENANTS,
+        "every tenant's statements are prepared"
+    );
+    let spread: Vec<&String> = held
+        .iter()
+        .filter(|(_, tokens)| tokens.len() > 1)
+        .map(|(schema, _)| schema)
+        .collect();
+    assert!(
+        spread.is_empty(),
+        "tenants prepared on more than one connection: {spread:?}"
+    );
+    let connections: std::collections::BTreeSet<u64> = held.values().flatten().copied().collect();
+    assert!(connections.len() <= 2, "{connections:?}");
+    assert!(claims, "the inbox claims are prepared too");
+
+    // The server ends the lanes' idle connections (their last script wrote these tenants).
+    let pattern: Vec<String> = schemas.iter().map(|s| format!("%{s}%")).collect();
+    let ended: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE pid <> pg_backend_pid() AND state = 'idle' AND query LIKE ANY($1)) t",
+    )
+    .bind(&pattern)
+    .fetch_one(&pool)
+    .await
+    .expect("terminate");
+    assert!(ended >= 1, "the lanes' connections were found");
+
+    // Not held: every event acknowledged (`run_ok`), on connections from the pool.
+    run_ok(&p, &batch(2)).await;
+
+    let control = control(&pool, "LANECTL", race_bodies).await;
+    let names: Vec<String> = tenants.iter().map(|e| e.tenant.clone()).collect();
+    assert_same_rows_as(&pool, &names, &control).await;
+    for ev in &tenants {
+        let inbox = row(&pool, &ev.tenant, "SELECT count(*) AS n FROM inbox").await;
+        assert_eq!(
+            inbox["n"],
+            json!(n),
+            "each event of {} recorded once",
+            ev.tenant
+        );
+    }
+}

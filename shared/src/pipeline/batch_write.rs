@@ -1,9 +1,13 @@
 //! A batch's writes, for every tenant in it, in one transaction of a few round trips, with the
 //! events the database refuses isolated.
 //!
-//! The events of each tenant form a `Part`. The parts are written in transactions of up to
-//! [`TENANTS_PER_TRANSACTION`] tenants (a transaction holds a lock on every relation it
-//! touches, and the server's lock table is finite), two at a time. One attempt writes a
+//! The events of each tenant form a `Part`. The tenants are spread over the database's lanes
+//! ([`WRITE_LANES`], see [`crate::store::batch_tx`]) by a hash of their schema name, cut so
+//! that the lanes share the work, and each lane writes its tenants in transactions of up to
+//! [`TENANTS_PER_TRANSACTION`] (a transaction holds a lock on every relation it touches, and
+//! the server's lock table is finite), one after another on the connection it keeps, the lanes
+//! at once. A tenant thus comes back to the same connection batch after batch, where its
+//! statements are prepared (`store::prepared`). One attempt writes a
 //! chunk's parts in one [`BatchTx`]: a first script takes every tenant's lock in one statement
 //! (in schema-name order) and claims the events in each tenant's inbox (a plain insert that
 //! returns the keys it recorded: the fresh events); a second writes the fresh events of every
@@ -14,6 +18,8 @@
 //! the server's work.
 //!
 //! When a statement fails, Postgres says which one, so the failure is pinned on its part:
+//! * the connection a lane kept was closed while it waited (a restarted server, an idle
+//!   timeout): the attempt runs again at once on a connection from the pool;
 //! * the database is unavailable: the batch is held (nothing decided);
 //! * a tenant's schema is fenced (paused or moved; the lock statement's refusal names it): its
 //!   events wait;
@@ -28,12 +34,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures::StreamExt;
 use tracing::{debug, warn, Instrument};
 
 use crate::model::{ErrorType, Payload, TenantId};
-use crate::store::batch_tx::{self, BatchTx};
-use crate::store::failure::{classify, is_missing_partition, sqlstate, DbFailure};
+use crate::store::batch_tx::{self, BatchTx, WRITE_LANES};
+use crate::store::failure::{classify, connection_lost, is_missing_partition, sqlstate, DbFailure};
 use crate::store::inbox::{self, StreamKey};
 use crate::store::messages::MessagePatchRows;
 use crate::store::placement::{Db, DEFAULT_PLACEMENT};
@@ -132,9 +137,9 @@ impl Processor {
         events: &[InboundEvent],
         parts: Vec<Part<'_, '_>>,
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
-        // Each placement's tenants are written on its database. As many transactions as run
-        // at once, when there are tenants enough (the server writes each on its own core),
-        // and no more tenants in one than the lock table takes.
+        // Each placement's tenants are written on its database, spread over its lanes (see
+        // `store::batch_tx`): a lane's transactions run one after another on its connection,
+        // the lanes at once, and a transaction takes no more tenants than the lock table does.
         let mut by_db: Vec<(Arc<Db>, Vec<Part<'_, '_>>)> = Vec::new();
         for part in parts {
             match by_db.iter_mut().find(|(db, _)| Arc::ptr_eq(db, &part.db)) {
@@ -143,25 +148,19 @@ impl Processor {
             }
         }
         let placements = by_db.len();
-        let mut all_chunks = Vec::new();
-        for (_, parts) in by_db {
-            let per_transaction = tenant_count(&parts)
-                .div_ceil(WRITE_CONCURRENCY)
-                .clamp(1, TENANTS_PER_TRANSACTION);
-            all_chunks.extend(chunks(parts, per_transaction));
-        }
-        let written: Vec<ChunkWritten> = futures::stream::iter(all_chunks)
-            .map(|chunk| async {
-                let placement = chunk[0].db.name.clone();
-                let idxs: Vec<usize> = chunk
-                    .iter()
-                    .flat_map(|p| p.events.iter().map(|d| d.idx))
-                    .collect();
-                (placement, idxs, self.write_chunk(events, chunk).await)
-            })
-            .buffer_unordered(WRITE_CONCURRENCY)
-            .collect()
-            .await;
+        let lanes = by_db.into_iter().flat_map(|(_, parts)| {
+            lanes_of(parts, WRITE_LANES)
+                .into_iter()
+                .enumerate()
+                .filter(|(_, parts)| !parts.is_empty())
+        });
+        let written: Vec<ChunkWritten> = futures::future::join_all(
+            lanes.map(|(lane, parts)| self.write_lane(events, parts, lane)),
+        )
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
         let mut out = Vec::new();
         for (placement, idxs, outcomes) in written {
             match outcomes {
@@ -186,12 +185,42 @@ impl Processor {
         Ok(out)
     }
 
-    /// Writes the parts of at most [`TENANTS_PER_TRANSACTION`] tenants in one transaction,
-    /// isolating refused events (see the module).
+    /// Writes one lane's parts (one placement's), in transactions of at most
+    /// [`TENANTS_PER_TRANSACTION`] tenants, one after another. Once the database is
+    /// unavailable, the lane's later transactions are not tried.
+    async fn write_lane(
+        &self,
+        events: &[InboundEvent],
+        parts: Vec<Part<'_, '_>>,
+        lane: usize,
+    ) -> Vec<ChunkWritten> {
+        let mut written: Vec<ChunkWritten> = Vec::new();
+        let mut unavailable: Option<Unavailable> = None;
+        for chunk in chunks(parts, TENANTS_PER_TRANSACTION) {
+            let placement = chunk[0].db.name.clone();
+            let idxs: Vec<usize> = chunk
+                .iter()
+                .flat_map(|p| p.events.iter().map(|d| d.idx))
+                .collect();
+            let outcomes = match &unavailable {
+                Some(why) => Err(why.clone()),
+                None => self.write_chunk(events, chunk, lane).await,
+            };
+            if let Err(why) = &outcomes {
+                unavailable = Some(why.clone());
+            }
+            written.push((placement, idxs, outcomes));
+        }
+        written
+    }
+
+    /// Writes the parts of at most [`TENANTS_PER_TRANSACTION`] tenants in one transaction on
+    /// `lane`, isolating refused events (see the module).
     async fn write_chunk(
         &self,
         events: &[InboundEvent],
         mut parts: Vec<Part<'_, '_>>,
+        lane: usize,
     ) -> Result<Vec<(usize, Outcome)>, Unavailable> {
         let mut out = Vec::new();
         let mut conflicts = 1;
@@ -201,7 +230,11 @@ impl Processor {
                 parts.iter().map(|p| p.tenant.as_str()),
                 &parts[0].db.name,
             );
-            let (tag, error) = match self.write_tx(events, &parts).instrument(tx_span).await {
+            let (tag, error) = match self
+                .write_tx(events, &parts, lane)
+                .instrument(tx_span)
+                .await
+            {
                 Ok(outcomes) => {
                     out.extend(outcomes);
                     break;
@@ -235,8 +268,8 @@ impl Processor {
                         .position(|p| tenant_rank(&first, p.tenant) >= tenants / 2)
                         .expect("a second half");
                     let second = first.split_off(cut);
-                    out.extend(Box::pin(self.write_chunk(events, first)).await?);
-                    out.extend(Box::pin(self.write_chunk(events, second)).await?);
+                    out.extend(Box::pin(self.write_chunk(events, first, lane)).await?);
+                    out.extend(Box::pin(self.write_chunk(events, second, lane)).await?);
                     break;
                 }
                 parts = first;
@@ -400,21 +433,40 @@ impl Processor {
             .collect()
     }
 
-    /// One attempt: every part in one transaction (see the module).
+    /// One attempt: every part in one transaction on `lane` (see the module).
     async fn write_tx(
         &self,
         events: &[InboundEvent],
         parts: &[Part<'_, '_>],
+        lane: usize,
     ) -> Result<Vec<(usize, Outcome)>, Failed> {
         let db = &parts.first().expect("a part").db;
-        let mut tx = batch_tx::acquire(&db.pool, self.settings.lock_timeout)
+        let mut tx = batch_tx::acquire(&db.pool, &db.lanes, lane, self.settings.lock_timeout)
             .await
             .map_err(|error| ScriptError::after(None, error))?;
-        let written = write_in(&mut tx, events, parts, &self.retry).await;
-        if written.is_err() {
-            tx.rollback().await;
+        loop {
+            match write_in(&mut tx, events, parts, &self.retry).await {
+                Ok((outcomes, token)) => {
+                    tx.keep(&db.lanes, token);
+                    return Ok(outcomes);
+                }
+                // The connection the lane kept was closed while it waited (a restarted
+                // server, an idle timeout, a proxy): once more, on one from the pool (which
+                // checks its connections). Whatever the lost connection had sent is either
+                // committed, and its events are claimed, or rolled back.
+                Err(Failed::Db(e)) if tx.was_kept() && connection_lost(&e.error) => {
+                    debug!(error = %e.error, "a kept connection is gone; writing on another");
+                    tx.rollback().await;
+                    tx = batch_tx::acquire_pooled(&db.pool, lane, self.settings.lock_timeout)
+                        .await
+                        .map_err(|error| ScriptError::after(None, error))?;
+                }
+                Err(e) => {
+                    tx.rollback().await;
+                    return Err(e);
+                }
+            }
         }
-        written
     }
 }
 
@@ -424,7 +476,10 @@ async fn write_in(
     events: &[InboundEvent],
     parts: &[Part<'_, '_>],
     retry: &super::retry::RetryPolicy,
-) -> Result<Vec<(usize, Outcome)>, Failed> {
+) -> Result<(Vec<(usize, Outcome)>, Option<u64>), Failed> {
+    // What the connection keeps prepared, when it is known before the first script (a
+    // connection its lane kept): the claims, too, are then prepared statements.
+    let mut session = SessionGuard(tx.token().map(prepared::checkout));
     // Tenants in schema-name order (their parts keep stream order): the lock order.
     let mut order: Vec<usize> = (0..parts.len()).collect();
     order.sort_by_key(|&p| parts[p].tenant.schema_name());
@@ -480,12 +535,18 @@ async fn write_in(
             }
             claim_at[p] = Some(first.len());
             first
-                .push(Tag::Part(p), &claim)
+                .push_in(Tag::Part(p), &claim, session.0.as_mut(), parts[p].tenant)
                 .map_err(|_| Failed::Unrenderable(Tag::Part(p)))?;
         }
     }
-    let rows = tx.run(&first).await?;
-    let mut session = SessionGuard(prepared::token_of(&rows[token_at]).map(prepared::checkout));
+    // Claims prepared for the first time: before the transaction begins.
+    prepare_all(tx, &first, &mut session).await?;
+    let rows = run_prepared(tx, &first, &mut session).await?;
+    let token = prepared::token_of(&rows[token_at]);
+    if session.0.is_none() {
+        // A connection from the pool: what it keeps prepared is known now, for the writes.
+        session = SessionGuard(token.map(prepared::checkout));
+    }
     // The keys each part claimed now: its fresh events. The others were processed before.
     let mut claimed: Vec<HashSet<StreamKey>> = Vec::with_capacity(parts.len());
     for (p, at) in claim_at.iter().enumerate() {
@@ -559,25 +620,8 @@ async fn write_in(
     if patches.is_empty() {
         BatchTx::commit_into(&mut writes, Tag::Batch);
     }
-    // New statements are prepared first, each in a query of its own (see `store::prepared`).
-    for prepare in writes.prepares() {
-        let mut query = Script::named("prepare");
-        query.push_sql(prepare.tag, &prepare.switch);
-        query.push_sql(prepare.tag, &prepare.prepare);
-        tx.run(&query).await?;
-        if let Some(s) = &mut session.0 {
-            s.confirm(&prepare.name);
-        }
-    }
-    let ran = tx.run(&writes).await;
-    if ran
-        .as_ref()
-        .is_err_and(|e| prepared::is_missing_statement(&e.error))
-    {
-        // The connection lost statements it was thought to keep: its record is dropped.
-        session.0 = None;
-    }
-    let rows = ran?;
+    prepare_all(tx, &writes, &mut session).await?;
+    let rows = run_prepared(tx, &writes, &mut session).await?;
     let mut seen: Vec<HashMap<StreamKey, Option<String>>> = Vec::with_capacity(parts.len());
     for (p, at) in recorded_at.iter().enumerate() {
         seen.push(match at {
@@ -638,7 +682,43 @@ async fn write_in(
             out.push((d.idx, outcome));
         }
     }
-    Ok(out)
+    Ok((out, token))
+}
+
+/// Runs the `PREPARE`s `script` needs, each in a query of its own (see `store::prepared`),
+/// with the switch to its tenant's schema; each is recorded once it ran.
+async fn prepare_all(
+    tx: &mut BatchTx,
+    script: &Script<Tag>,
+    session: &mut SessionGuard,
+) -> Result<(), ScriptError<Tag>> {
+    for prepare in script.prepares() {
+        let mut query = Script::named("prepare");
+        query.push_sql(prepare.tag, &prepare.switch);
+        query.push_sql(prepare.tag, &prepare.prepare);
+        tx.run(&query).await?;
+        if let Some(s) = &mut session.0 {
+            s.confirm(&prepare.name);
+        }
+    }
+    Ok(())
+}
+
+/// Runs `script`; when it names a prepared statement the connection does not hold, the
+/// record of the connection is dropped (the attempt runs again, preparing anew).
+async fn run_prepared(
+    tx: &mut BatchTx,
+    script: &Script<Tag>,
+    session: &mut SessionGuard,
+) -> Result<Vec<Vec<sqlx::postgres::PgRow>>, ScriptError<Tag>> {
+    let ran = tx.run(script).await;
+    if ran
+        .as_ref()
+        .is_err_and(|e| prepared::is_missing_statement(&e.error))
+    {
+        session.0 = None;
+    }
+    ran
 }
 
 /// The record of what the transaction's connection keeps prepared, given back when the
@@ -681,8 +761,38 @@ fn fenced_tenant<'d>(
 /// (tables, partitions, indexes), so a thousand tenants in one transaction would fill it.
 pub const TENANTS_PER_TRANSACTION: usize = 32;
 
-/// Transactions of one batch written at once (each on its own connection).
-pub const WRITE_CONCURRENCY: usize = 2;
+/// `parts` spread over `lanes` lanes: the tenants in the order of a hash of their schema name,
+/// cut where each lane gets about as many events (and tenants) as the others. A tenant keeps
+/// its lane from batch to batch while the mix of tenants stays alike, so its statements stay
+/// prepared on the lane's connection; each tenant's parts stay together, in order.
+fn lanes_of<'d, 'e>(parts: Vec<Part<'d, 'e>>, lanes: usize) -> Vec<Vec<Part<'d, 'e>>> {
+    let lanes = lanes.max(1);
+    let mut tenants = chunks(parts, 1);
+    tenants.sort_by_cached_key(|t| lane_hash(t[0].tenant));
+    // A tenant costs about as much as an event of its own (its lock, claim and statements).
+    let weight = |t: &[Part<'_, '_>]| 1 + t.iter().map(|p| p.events.len()).sum::<usize>();
+    let total: usize = tenants.iter().map(|t| weight(t)).sum();
+    let mut out: Vec<Vec<Part<'d, 'e>>> = (0..lanes).map(|_| Vec::new()).collect();
+    let mut before = 0;
+    for tenant in tenants {
+        let w = weight(&tenant);
+        // The lane of the tenant's midpoint in the whole batch's weight.
+        let lane = ((2 * before + w) * lanes / (2 * total)).min(lanes - 1);
+        before += w;
+        out[lane].extend(tenant);
+    }
+    out
+}
+
+/// A hash of the tenant's schema name (FNV-1a: the same in every process and release).
+fn lane_hash(tenant: &TenantId) -> u64 {
+    tenant
+        .schema_name()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
 
 /// SQLSTATE out_of_memory, which is also what a full lock table raises.
 const OUT_OF_SHARED_MEMORY: &str = "53200";
@@ -783,5 +893,85 @@ mod tests {
         assert_eq!(names(&one[0]), ["A", "A", "B", "C"]);
         assert_eq!(tenant_count(&one[0]), 3);
         assert_eq!(tenant_rank(&one[0], &ids[1]), 1);
+    }
+
+    fn lane_db() -> Arc<Db> {
+        let pool = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none").expect("pool");
+        crate::store::placement::Placements::single(pool)
+            .main()
+            .clone()
+    }
+
+    /// The lane of each tenant of `parts` spread over two lanes.
+    fn lane_map<'a>(lanes: &[Vec<Part<'a, '_>>]) -> HashMap<&'a str, usize> {
+        let mut map = HashMap::new();
+        for (lane, parts) in lanes.iter().enumerate() {
+            for p in parts {
+                assert_eq!(
+                    *map.entry(p.tenant.as_str()).or_insert(lane),
+                    lane,
+                    "a tenant's parts share a lane"
+                );
+            }
+        }
+        map
+    }
+
+    #[tokio::test]
+    async fn lanes_share_a_batch_evenly_and_keep_each_tenant_on_its_lane() {
+        let none: &[Decoded<'_>] = &[];
+        let db = lane_db();
+        let ids: Vec<TenantId> = (0..512)
+            .map(|i| TenantId::parse(&format!("LANE{i:03}")).expect("tenant"))
+            .collect();
+        let parts = |which: &mut dyn Iterator<Item = usize>| -> Vec<Part<'_, '_>> {
+            which
+                .map(|i| Part::new(&ids[i], none, db.clone()))
+                .collect()
+        };
+
+        // A few tenants: as many on each lane (the work is shared, whatever their hashes).
+        for n in [1usize, 2, 3, 4, 5, 8] {
+            let lanes = lanes_of(parts(&mut (0..n)), 2);
+            let sizes: Vec<usize> = lanes.iter().map(Vec::len).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes[0].abs_diff(sizes[1]) <= 1, "{n} tenants: {sizes:?}");
+        }
+
+        // Two batches of different tenant mixes: almost every tenant in both keeps its lane.
+        let all = lanes_of(parts(&mut (0..512)), 2);
+        let halves: Vec<usize> = all.iter().map(Vec::len).collect();
+        assert!(halves[0].abs_diff(halves[1]) <= 1, "{halves:?}");
+        let first = lane_map(&all);
+        let second = lane_map(&lanes_of(parts(&mut (0..512).filter(|i| i % 3 != 0)), 2));
+        let moved = second
+            .iter()
+            .filter(|(t, lane)| first[*t] != **lane)
+            .count();
+        assert!(
+            moved * 20 <= second.len(),
+            "{moved} of {} tenants changed lanes",
+            second.len()
+        );
+
+        // Pieces of one tenant stay together and in stream order.
+        let pieces = vec![
+            Part::new(&ids[7], none, db.clone()),
+            Part::new(&ids[9], none, db.clone()),
+            Part::new(&ids[7], none, db.clone()),
+        ];
+        let lanes = lanes_of(pieces, 2);
+        let map = lane_map(&lanes);
+        let lane = &lanes[map[ids[7].as_str()]];
+        let at = lane
+            .iter()
+            .position(|p| p.tenant == &ids[7])
+            .expect("there");
+        assert_eq!(
+            lane[at + 1].tenant,
+            &ids[7],
+            "{:?}",
+            lane.iter().map(|p| p.tenant.as_str()).collect::<Vec<_>>()
+        );
     }
 }

@@ -82,7 +82,7 @@ pub struct DbVars {
     pub db_pool_size: u32,
     /// tenants whose write statements each connection keeps prepared, planned once
     /// (about 1 MB of server memory per tenant and connection; 0: none)
-    #[arg(long, env = "DB_PREPARED_TENANTS", default_value_t = 64)]
+    #[arg(long, env = "DB_PREPARED_TENANTS", default_value_t = 256)]
     pub db_prepared_tenants: u32,
     /// create and migrate tenant schemas on first use
     #[arg(long, env = "DB_AUTO_MIGRATE", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]

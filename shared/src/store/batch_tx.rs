@@ -11,10 +11,17 @@
 //!   need nothing back costs two round trips.
 //! * A failed or abandoned transaction is rolled back, or its connection closed, before the
 //!   connection goes back to the pool.
+//! * A batch's tenants are spread over a few **lanes** ([`Lanes`]), and a lane keeps its
+//!   connection between batches instead of giving it back to the pool: the same tenants come
+//!   back to the same connection, so the statements prepared there for them
+//!   ([`super::prepared`]) serve again, and each connection prepares only its lane's share of
+//!   the tenants. A kept connection is known before its first statement, so even the inbox
+//!   claims can be prepared. At least one connection of the pool is always left to other work.
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tracing::debug;
 
@@ -25,29 +32,131 @@ use super::tenant_tx::{
 };
 use crate::model::TenantId;
 
+/// Lanes a batch's tenants are written on at once, at most (each a transaction on a connection
+/// of its own; the server runs each on its own core).
+pub const WRITE_LANES: usize = 2;
+
+/// The connections kept by the lanes of one database (see the module).
+#[derive(Debug)]
+pub struct Lanes {
+    /// One slot per lane that keeps its connection; lanes beyond them borrow from the pool.
+    slots: Vec<Mutex<Option<Kept>>>,
+}
+
+/// A lane's connection between two batches, with its token (see [`super::prepared`]).
+#[derive(Debug)]
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    token: u64,
+}
+
+impl Lanes {
+    /// The lanes of `pool`: [`WRITE_LANES`] of them keep a connection each, as long as one
+    /// connection of the pool is left to other work (schema lookups, retry records). Every
+    /// writer on one pool shares its lanes (several processors may write through one pool:
+    /// lanes of their own would each keep connections, until none is left to anyone).
+    pub fn of(pool: &PgPool) -> Arc<Lanes> {
+        // A pool is known by its options, which its clones share (and which live as long as
+        // it does, so the address is not reused while its lanes are alive).
+        let key = Arc::as_ptr(&pool.connect_options()) as usize;
+        static ALL: Mutex<Vec<(usize, Weak<Lanes>)>> = Mutex::new(Vec::new());
+        let mut all = ALL.lock().expect("lanes");
+        all.retain(|(_, lanes)| lanes.strong_count() > 0);
+        if let Some(lanes) = all
+            .iter()
+            .find(|(k, _)| *k == key)
+            .and_then(|(_, lanes)| lanes.upgrade())
+        {
+            return lanes;
+        }
+        let pool_size = pool.options().get_max_connections() as usize;
+        let keeping = WRITE_LANES.min(pool_size.saturating_sub(1));
+        let lanes = Arc::new(Lanes {
+            slots: (0..keeping).map(|_| Mutex::new(None)).collect(),
+        });
+        all.push((key, Arc::downgrade(&lanes)));
+        lanes
+    }
+
+    fn take(&self, lane: usize) -> Option<Kept> {
+        self.slots.get(lane)?.lock().expect("lane").take()
+    }
+
+    fn take_any(&self) -> Option<Kept> {
+        (0..self.slots.len()).find_map(|lane| self.take(lane))
+    }
+}
+
 /// An open batch transaction (see the module).
 pub struct BatchTx {
-    conn: PoolConnection<Postgres>,
+    conn: Option<PoolConnection<Postgres>>,
     lock_timeout: Duration,
     /// A transaction may be open on the connection (rolled back before the connection is
     /// reused).
     open: bool,
+    lane: usize,
+    /// The connection's token, when known before its first statement (a kept connection).
+    token: Option<u64>,
+    kept: bool,
 }
 
-/// A connection for a batch. Waiting for a connection while every one is busy is not an
-/// outage: only when the pool cannot open one does the wait end in an error.
-pub async fn acquire(pool: &PgPool, lock_timeout: Duration) -> Result<BatchTx, sqlx::Error> {
+/// A connection for a batch on `lane`: the one the lane kept, or one from the pool. Waiting
+/// for a connection while every one is busy is not an outage: only when the pool cannot open
+/// one does the wait end in an error.
+pub async fn acquire(
+    pool: &PgPool,
+    lanes: &Lanes,
+    lane: usize,
+    lock_timeout: Duration,
+) -> Result<BatchTx, sqlx::Error> {
+    let kept = |kept: Kept| BatchTx {
+        conn: Some(kept.conn),
+        lock_timeout,
+        open: false,
+        lane,
+        token: Some(kept.token),
+        kept: true,
+    };
+    if let Some(k) = lanes.take(lane) {
+        return Ok(kept(k));
+    }
+    pooled(pool, Some(lanes), lane, lock_timeout, kept).await
+}
+
+/// A connection from the pool for a batch on `lane` (see [`acquire`]), never a kept one.
+pub async fn acquire_pooled(
+    pool: &PgPool,
+    lane: usize,
+    lock_timeout: Duration,
+) -> Result<BatchTx, sqlx::Error> {
+    pooled(pool, None, lane, lock_timeout, |_| unreachable!("no lanes")).await
+}
+
+async fn pooled(
+    pool: &PgPool,
+    lanes: Option<&Lanes>,
+    lane: usize,
+    lock_timeout: Duration,
+    kept: impl Fn(Kept) -> BatchTx,
+) -> Result<BatchTx, sqlx::Error> {
     loop {
         match pool.acquire().await {
             Err(sqlx::Error::PoolTimedOut) if busy(pool) => {
+                // Another lane's kept connection, idle meanwhile, serves rather than nothing.
+                if let Some(k) = lanes.and_then(Lanes::take_any) {
+                    return Ok(kept(k));
+                }
                 debug!("every database connection is busy; waiting on");
             }
             Err(e) => return Err(e),
             Ok(conn) => {
                 return Ok(BatchTx {
-                    conn,
+                    conn: Some(conn),
                     lock_timeout,
                     open: false,
+                    lane,
+                    token: None,
+                    kept: false,
                 })
             }
         }
@@ -60,6 +169,36 @@ fn busy(pool: &PgPool) -> bool {
 }
 
 impl BatchTx {
+    /// The connection's token, when it is known before the first script runs (the lane kept
+    /// the connection).
+    pub fn token(&self) -> Option<u64> {
+        self.token
+    }
+
+    /// Whether the connection was kept by its lane since an earlier batch (it may have been
+    /// closed meanwhile, by the server or a proxy).
+    pub fn was_kept(&self) -> bool {
+        self.kept
+    }
+
+    /// Gives the connection, its transaction ended, to its lane to keep (its token read by
+    /// the first script), or back to the pool when the lane keeps one already or none.
+    pub fn keep(mut self, lanes: &Lanes, token: Option<u64>) {
+        let (Some(slot), Some(token), false) = (lanes.slots.get(self.lane), token, self.open)
+        else {
+            return;
+        };
+        let mut slot = slot.lock().expect("lane");
+        if slot.is_none() {
+            let conn = self.conn.take().expect("a connection");
+            *slot = Some(Kept { conn, token });
+        }
+    }
+
+    fn conn(&mut self) -> &mut PoolConnection<Postgres> {
+        self.conn.as_mut().expect("a connection")
+    }
+
     /// Adds the transaction's start and settings to `script` (the first one run).
     pub fn begin_into<T: Copy>(&self, script: &mut Script<T>, tag: T) {
         script.push_sql(tag, "BEGIN");
@@ -94,7 +233,7 @@ impl BatchTx {
         script: &Script<T>,
     ) -> Result<Vec<Vec<PgRow>>, ScriptError<T>> {
         self.open = true;
-        let result = script.run(&mut self.conn).await;
+        let result = script.run(self.conn()).await;
         if result.is_ok() && script.ends_with_commit() {
             self.open = false;
         }
@@ -105,7 +244,7 @@ impl BatchTx {
     pub async fn rollback(mut self) {
         if self.open
             && sqlx::raw_sql("ROLLBACK")
-                .execute(&mut *self.conn)
+                .execute(&mut **self.conn())
                 .await
                 .is_ok()
         {
@@ -116,10 +255,10 @@ impl BatchTx {
 
 impl Drop for BatchTx {
     fn drop(&mut self) {
-        if self.open {
+        if let (true, Some(conn)) = (self.open, self.conn.as_mut()) {
             // Abandoned mid-transaction (an error on the way, or a cancelled future): the
             // connection is closed, which ends the transaction, instead of being reused.
-            self.conn.close_on_drop();
+            conn.close_on_drop();
         }
     }
 }

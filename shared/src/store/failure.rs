@@ -35,6 +35,21 @@ pub fn classify(err: &sqlx::Error) -> DbFailure {
     }
 }
 
+/// The connection itself failed or was ended by the server (its socket, a protocol error,
+/// SQLSTATE class 08, or a backend terminated: `57P01`–`57P03`), as opposed to a statement
+/// refused on a live connection.
+pub fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code();
+            let code = code.as_deref().unwrap_or("");
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+        _ => false,
+    }
+}
+
 /// The error's SQLSTATE, when the database raised it.
 pub fn sqlstate(err: &sqlx::Error) -> Option<String> {
     match err {
@@ -92,5 +107,17 @@ mod tests {
         assert_eq!(classify_code("WAF01"), DbFailure::Fenced);
         assert_eq!(classify(&sqlx::Error::PoolTimedOut), DbFailure::Unavailable);
         assert_eq!(classify(&sqlx::Error::RowNotFound), DbFailure::Transient);
+    }
+
+    #[test]
+    fn a_lost_connection_is_told_from_a_busy_pool_or_a_refused_statement() {
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert!(connection_lost(&sqlx::Error::Io(reset)));
+        assert!(connection_lost(&sqlx::Error::Protocol(
+            "unexpected end".into()
+        )));
+        // Waiting for a connection, or a statement's own failure, is not a lost connection.
+        assert!(!connection_lost(&sqlx::Error::PoolTimedOut));
+        assert!(!connection_lost(&sqlx::Error::RowNotFound));
     }
 }

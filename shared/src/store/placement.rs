@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
 
+use super::batch_tx::Lanes;
 use crate::settings::values::Secret;
 
 /// The placement of tenants not placed elsewhere: `DATABASE_URL`.
@@ -31,6 +32,8 @@ pub struct Db {
     pub pool: PgPool,
     /// Schema work: creating and migrating schemas and partitions.
     pub ddl: PgPool,
+    /// The connections of `pool` kept for batch writes (see [`super::batch_tx`]).
+    pub lanes: Arc<Lanes>,
 }
 
 impl Db {
@@ -73,6 +76,7 @@ impl Placements {
         Placements {
             main: Arc::new(Db {
                 name: DEFAULT_PLACEMENT.to_owned(),
+                lanes: Lanes::of(&main),
                 pool: main,
                 ddl,
             }),
@@ -125,6 +129,7 @@ impl Placements {
         let ddl = ddl_pool(like, options);
         let db = Arc::new(Db {
             name: name.to_owned(),
+            lanes: Lanes::of(&pool),
             pool,
             ddl,
         });

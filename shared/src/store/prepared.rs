@@ -10,7 +10,8 @@
 //!
 //! A prepared statement lives in its server session, so what is prepared is known per
 //! connection: every connection of the pools is given a token when it opens (the setting
-//! [`TOKEN_SETTING`]), which the first script of a batch transaction reads back, and the
+//! [`TOKEN_SETTING`]), which the first script of a batch transaction reads back (a lane's kept
+//! connection is known before: even its first script's statements are prepared), and the
 //! [`Session`] of that token says which of its tenants' statements exist and under which
 //! names. Each `PREPARE` runs in a query of its own, with the switch to its tenant's schema:
 //! the server keeps two copies of the text of the query a statement was prepared in, and a
@@ -18,8 +19,10 @@
 //! server process). A tenant's statements take about 1 MB of the server's memory, so a
 //! connection prepares those of at most [`TENANTS_PER_CONNECTION`] tenants
 //! (`DB_PREPARED_TENANTS`), the first it writes (the busy ones, in practice); the others'
-//! statements are sent as literal text. A connection's statements go with it when the pool
-//! retires it.
+//! statements are sent as literal text. The lanes of a batch write ([`super::batch_tx`]) send
+//! each tenant to the same kept connection batch after batch, so a connection prepares only
+//! its lane's share of the tenants: with two lanes, the default covers 512 busy tenants. A
+//! connection's statements go with it when the pool retires it.
 //!
 //! A name is recorded only once its `PREPARE` ran, and names are never reused in a process (a
 //! counter), so a `PREPARE` never collides with one a dropped record forgot. When an `EXECUTE`
@@ -38,7 +41,7 @@ pub const TOKEN_SETTING: &str = "wa.connection";
 
 /// Tenants whose statements one connection keeps prepared, at most, unless set otherwise
 /// ([`set_tenants_per_connection`], `DB_PREPARED_TENANTS`).
-pub const TENANTS_PER_CONNECTION: usize = 64;
+pub const TENANTS_PER_CONNECTION: usize = 256;
 
 static TENANTS_CAP: AtomicUsize = AtomicUsize::new(TENANTS_PER_CONNECTION);
 
@@ -209,6 +212,22 @@ pub fn checkin(mut session: Session) {
             .is_some_and(|u| now.duration_since(u) < FORGOTTEN_AFTER)
     });
     map.insert(session.token, session);
+}
+
+/// What each connection of this process keeps prepared, by its token: schema → the texts of
+/// the statements. Connections inside a transaction at the moment are left out.
+pub fn held() -> Vec<(u64, HashMap<String, Vec<&'static str>>)> {
+    let map = sessions().lock().expect("sessions");
+    map.iter()
+        .map(|(token, s)| {
+            let schemas = s
+                .tenants
+                .iter()
+                .map(|(schema, statements)| (schema.clone(), statements.keys().copied().collect()))
+                .collect();
+            (*token, schemas)
+        })
+        .collect()
 }
 
 #[cfg(test)]
