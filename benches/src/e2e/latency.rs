@@ -22,6 +22,7 @@ use super::commits::NewCommits;
 use super::drain::Floor;
 use super::error::{Context, Error, Result};
 use crate::{publish, Event, PublishSettings, Report, DEFAULT_RETRY_FOR};
+use wa_shared::transport::streams::REALTIME_STREAM;
 
 /// Tenants whose events are timed, at most.
 pub const POLLED_TENANTS: usize = 16;
@@ -131,6 +132,51 @@ pub async fn measure(
         publish: report,
         poll,
     })
+}
+
+/// Publishes `events` at `rate` for `duration`, untimed, and waits until the function has
+/// committed them all (its consumer's ack floor covers the last): the function runs at the
+/// rate before the timed events come, with its statements prepared and its caches warm.
+pub async fn settle(
+    js: &JetStream,
+    floor: &Floor,
+    events: &mut impl Iterator<Item = Event>,
+    rate: f64,
+    duration: Duration,
+    commit_timeout: Duration,
+) -> Result<()> {
+    if duration.is_zero() {
+        return Ok(());
+    }
+    let settings = PublishSettings {
+        rate,
+        count: None,
+        duration: Some(duration),
+        in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
+        progress: false,
+    };
+    let report = publish(js, events, &settings).await;
+    if report.errors > 0 {
+        return Err(Error::new(format!(
+            "{} events of the latency phase's settling not stored: {}",
+            report.errors,
+            report.first_error.unwrap_or_default()
+        )));
+    }
+    let last = super::stack::stream_state(js, REALTIME_STREAM)
+        .await?
+        .last_sequence;
+    let deadline = Instant::now() + commit_timeout;
+    while floor.now().await? < last {
+        if Instant::now() > deadline {
+            return Err(Error::new(format!(
+                "the latency phase's settling events not committed {commit_timeout:?} after publishing"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
 }
 
 /// Polls for new commits from `first` on until every event of the sampled tenants is seen;

@@ -554,12 +554,22 @@ async fn latency_at(stage: &Stage<'_>, tenants: usize) -> Result<latency::Latenc
     stage
         .warm_up(&db.pool, &inboxes, &warmup, REALTIME_STREAM)
         .await?;
+    let floor = drain::Floor::of(stage.js, REALTIME_STREAM).await?;
+    latency::settle(
+        stage.js,
+        &floor,
+        &mut workload,
+        settings.latency_rate,
+        Duration::from_secs(settings.latency_settle),
+        settings.commit_timeout,
+    )
+    .await?;
     let latency = latency::measure(
         stage.js,
         latency::Polling {
             pool: &db.pool,
             commits: inboxes.reader(REALTIME_STREAM, latency::POLLED_TENANTS),
-            floor: drain::Floor::of(stage.js, REALTIME_STREAM).await?,
+            floor,
             first_sequence: stack::stream_state(stage.js, REALTIME_STREAM)
                 .await?
                 .last_sequence

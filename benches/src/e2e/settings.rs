@@ -85,6 +85,11 @@ pub struct Settings {
     /// Seconds the latency phase publishes for.
     #[arg(long, default_value_t = 10)]
     pub latency_seconds: u64,
+    /// Seconds of events published at the latency rate before the timed ones, untimed, so that
+    /// the timed seconds see the function's steady state rather than its first seconds (0: time
+    /// from the start).
+    #[arg(long, default_value_t = 5)]
+    pub latency_settle: u64,
     /// How often the latency phase looks for new commits; the resolution of its numbers.
     #[arg(long, default_value = "5ms", value_parser = parse_duration)]
     pub latency_poll: Duration,
@@ -190,6 +195,7 @@ impl Settings {
             self.realtime_count = 2_000;
             self.latency_rate = 500.0;
             self.latency_seconds = 2;
+            self.latency_settle = self.latency_settle.min(1);
             self.history_count = 20;
             self.warmup = 100;
             self.commit_timeout = self.commit_timeout.min(Duration::from_secs(60));
@@ -253,6 +259,7 @@ impl Settings {
             "raw_connections": self.raw_connections,
             "latency_rate": self.latency_rate,
             "latency_seconds": self.latency_seconds,
+            "latency_settle_seconds": self.latency_settle,
             "latency_poll_ms": self.latency_poll.as_secs_f64() * 1e3,
             "history_count": self.history_count,
             "history_all_subjects": self.history_all_subjects,

@@ -192,7 +192,7 @@ pub fn markdown(results: &Results) -> String {
          rows = items of the batches.\n\
          * **Latency**: for each of {lat_tenants} tenants ({sagents} agents each), a fresh \
          `wa-realtime` on a scratch database, every tenant warmed up, then events published at \
-         {rate}/s for {lat_s} s; the events of up to {polled} of the tenants (spread evenly) are \
+         {rate}/s: for {settle} s untimed (until all are committed), then for {lat_s} s; the events of up to {polled} of the tenants (spread evenly) are \
          timed: each of their inbox rows seen by a poll every {poll:.0} ms, latency = time seen − \
          stream publish time (resolution ≈ {poll:.0} ms).\n\
          * **Tenant sweep**: at each of {sweep} tenants ({sagents} agents each), {scount} realtime \
@@ -232,6 +232,7 @@ pub fn markdown(results: &Results) -> String {
         sample = r.settings["sample_interval_ms"].as_f64().unwrap_or(0.0),
         lat_tenants = list(&r.settings["latency_tenants"]),
         lat_s = r.settings["latency_seconds"],
+        settle = r.settings["latency_settle_seconds"],
         polled = super::latency::POLLED_TENANTS,
         rate = super::results::number(
             r.settings["latency_rate"].as_f64().unwrap_or(0.0),
