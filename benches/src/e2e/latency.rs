@@ -97,15 +97,12 @@ pub async fn measure(
         polling.commit_timeout,
         done_rx,
     ));
-    let settings = PublishSettings {
-        rate,
-        count: None,
-        duration: Some(duration),
-        in_flight: 1000,
-        retry_for: DEFAULT_RETRY_FOR,
-        progress,
-    };
-    let report = publish(js, &mut commits.track(events), &settings).await;
+    let report = publish(
+        js,
+        &mut commits.track(events),
+        &at_rate(rate, duration, progress),
+    )
+    .await;
     if report.errors > 0 {
         poller.abort();
         return Err(Error::new(format!(
@@ -134,6 +131,18 @@ pub async fn measure(
     })
 }
 
+/// Publishing at `rate` for `duration`, as the latency phase does.
+fn at_rate(rate: f64, duration: Duration, progress: bool) -> PublishSettings {
+    PublishSettings {
+        rate,
+        count: None,
+        duration: Some(duration),
+        in_flight: 1000,
+        retry_for: DEFAULT_RETRY_FOR,
+        progress,
+    }
+}
+
 /// Publishes `events` at `rate` for `duration`, untimed, and waits until the function has
 /// committed them all (its consumer's ack floor covers the last): the function runs at the
 /// rate before the timed events come, with its statements prepared and its caches warm.
@@ -148,15 +157,7 @@ pub async fn settle(
     if duration.is_zero() {
         return Ok(());
     }
-    let settings = PublishSettings {
-        rate,
-        count: None,
-        duration: Some(duration),
-        in_flight: 1000,
-        retry_for: DEFAULT_RETRY_FOR,
-        progress: false,
-    };
-    let report = publish(js, events, &settings).await;
+    let report = publish(js, events, &at_rate(rate, duration, false)).await;
     if report.errors > 0 {
         return Err(Error::new(format!(
             "{} events of the latency phase's settling not stored: {}",
