@@ -48,8 +48,11 @@ const STRAGGLERS: Duration = Duration::from_millis(150);
 
 /// The same after `404 No Messages`, which says nothing of what was sent: every message the
 /// server had was sent before it, so only a replicated consumer's last few can still be on the
-/// way. Short, so that a trickle of events is not delayed by it.
-const NO_MESSAGES_GRACE: Duration = Duration::from_millis(20);
+/// way. Short, so that a trickle of events is not delayed by it, and only for a replicated
+/// consumer ([`PullRequest::replicated`]): the current server ends every `no_wait` request that
+/// did not fill its batch with a `404`, so this wait would otherwise follow every pull of a
+/// trickle (at 2,000 events/s it made publish→commit p50 about 45 ms instead of 9).
+pub const NO_MESSAGES_GRACE: Duration = Duration::from_millis(20);
 
 /// How long past its expiry a request is waited for when a server that always answers says
 /// nothing (a consumer leader lost with the request, for one).
@@ -69,6 +72,18 @@ pub struct PullRequest {
     /// How long an idle request waits for messages (`BATCH_MAX_WAIT`); the server is asked for
     /// at least [`MIN_EXPIRES`].
     pub expires: Duration,
+    /// The consumer has replicas: its messages can arrive after the status that ends the
+    /// request (see the module). An unreplicated consumer's messages all come before it.
+    pub replicated: bool,
+}
+
+impl PullRequest {
+    /// Whether the consumer `info` describes has replicas.
+    pub fn is_replicated(info: &jetstream::consumer::Info) -> bool {
+        info.cluster
+            .as_ref()
+            .is_some_and(|cluster| !cluster.replicas.is_empty())
+    }
 }
 
 impl PullRequest {
@@ -223,10 +238,12 @@ pub async fn pull(
                         .and_then(|v| v.as_str().parse::<usize>().ok());
                     // Without it, whatever comes within the grace joins the batch.
                     sent = left.map(|left| request.batch.saturating_sub(left));
-                    let grace = if status == StatusCode::NOT_FOUND {
+                    let grace = if status != StatusCode::NOT_FOUND {
+                        STRAGGLERS
+                    } else if request.replicated {
                         NO_MESSAGES_GRACE
                     } else {
-                        STRAGGLERS
+                        Duration::ZERO
                     };
                     until = Instant::now() + grace;
                 }
@@ -263,6 +280,7 @@ mod tests {
             batch: 10,
             max_bytes: 0,
             expires: Duration::from_millis(500),
+            replicated: false,
         };
         let body: serde_json::Value = serde_json::from_str(&r.body()).unwrap();
         assert_eq!(
@@ -280,6 +298,7 @@ mod tests {
             batch: 10,
             max_bytes: 0,
             expires: Duration::from_millis(20),
+            replicated: false,
         };
         assert_eq!(r.server_expires(), MIN_EXPIRES);
         let body: serde_json::Value = serde_json::from_str(&r.body()).unwrap();
