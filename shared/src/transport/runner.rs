@@ -39,6 +39,13 @@ pub struct RunnerSettings {
     pub max_deliver: u32,
 }
 
+/// What one fetch brought.
+struct Fetched {
+    deliveries: Vec<Delivery>,
+    /// More messages were waiting when the last of them was sent.
+    backlog: bool,
+}
+
 /// A fetched message: its event and where to settle it.
 struct Delivery {
     event: InboundEvent,
@@ -125,7 +132,11 @@ impl<H: Handler> Runner<H> {
         info!(consumer = %me.settings.consumer, "stopped");
     }
 
-    /// The fetch loop: a fetch overlaps the write of the batch before it.
+    /// The fetch loop. While the consumer has a backlog, the next fetch overlaps the write of
+    /// the batch before it, so the writes follow each other without a round trip between
+    /// them. Once it has caught up, the next fetch is sent when the write is done: an overlapped
+    /// one would take only the few events that arrived since the last, and those arriving
+    /// during the write would wait for that small batch's write before their own.
     async fn consume(self: &Arc<Self>, held: Arc<Held>, mut shutdown: watch::Receiver<bool>) {
         let me = self;
         let mut next = Some(me.spawn_fetch(held.clone()));
@@ -133,10 +144,10 @@ impl<H: Handler> Runner<H> {
         while let Some(fetch) = next.take() {
             let fetched = fetch.await.unwrap_or_else(|e| Err(e.to_string()));
             let stopping = *shutdown.borrow();
-            let batch = match fetched {
-                Ok(batch) => {
+            let (batch, backlog) = match fetched {
+                Ok(fetched) => {
                     fetch_failures = 0;
-                    batch
+                    (fetched.deliveries, fetched.backlog)
                 }
                 Err(e) => {
                     fetch_failures += 1;
@@ -148,16 +159,23 @@ impl<H: Handler> Runner<H> {
                             _ = shutdown.changed() => {}
                         }
                     }
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
-            let stopping = stopping || *shutdown.borrow();
-            if !stopping {
-                // The next fetch overlaps the write of this batch.
+            if stopping || *shutdown.borrow() {
+                if !batch.is_empty() {
+                    me.handle(batch, &held, &shutdown).await;
+                }
+                break;
+            }
+            if batch.is_empty() || backlog {
                 next = Some(me.spawn_fetch(held.clone()));
             }
             if !batch.is_empty() {
                 me.handle(batch, &held, &shutdown).await;
+            }
+            if next.is_none() && !*shutdown.borrow() {
+                next = Some(me.spawn_fetch(held.clone()));
             }
         }
     }
@@ -165,12 +183,12 @@ impl<H: Handler> Runner<H> {
     fn spawn_fetch(
         self: &Arc<Self>,
         held: Arc<Held>,
-    ) -> tokio::task::JoinHandle<Result<Vec<Delivery>, String>> {
+    ) -> tokio::task::JoinHandle<Result<Fetched, String>> {
         let me = self.clone();
         tokio::spawn(async move { me.fetch(&held).await })
     }
 
-    async fn fetch(&self, held: &Held) -> Result<Vec<Delivery>, String> {
+    async fn fetch(&self, held: &Held) -> Result<Fetched, String> {
         let info = self.consumer.cached_info();
         let pulled = pull(
             &self.client,
@@ -181,16 +199,26 @@ impl<H: Handler> Runner<H> {
                 batch: self.settings.batch_size,
                 max_bytes: self.settings.batch_max_bytes,
                 expires: self.settings.batch_max_wait,
+                replicated: PullRequest::is_replicated(info),
             },
         )
         .await?;
-        let out: Vec<Delivery> = pulled
+        // The server's count of the messages still undelivered after the last one it sent.
+        let pending = pulled
+            .messages
+            .last()
+            .and_then(|m| m.info().ok())
+            .map_or(0, |info| info.pending);
+        let deliveries: Vec<Delivery> = pulled
             .messages
             .into_iter()
             .filter_map(|msg| self.delivery(msg, held))
             .collect();
-        debug!(fetched = out.len(), elapsed = ?pulled.elapsed, end = ?pulled.end, "fetch done");
-        Ok(out)
+        debug!(fetched = deliveries.len(), pending, elapsed = ?pulled.elapsed, end = ?pulled.end, "fetch done");
+        Ok(Fetched {
+            deliveries,
+            backlog: pending > 0,
+        })
     }
 
     fn delivery(&self, msg: jetstream::Message, held: &Held) -> Option<Delivery> {
