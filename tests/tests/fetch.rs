@@ -296,32 +296,29 @@ async fn a_pull_of_what_is_there_returns_at_the_servers_last_word(binary: PathBu
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_steady_stream_is_fetched_without_stalls_on_nats_server_2_9() {
-    a_steady_stream_is_fetched_without_stalls(nats_server_binary()).await;
+/// Each check as two tests: on the machine's 2.9 and on the current release.
+macro_rules! on_both_servers {
+    ($($check:ident: $on_2_9:ident, $on_current:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_2_9() {
+            $check(nats_server_binary()).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_current() {
+            $check(nats_server_current()).await;
+        }
+    )*};
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_steady_stream_is_fetched_without_stalls_on_the_current_release() {
-    a_steady_stream_is_fetched_without_stalls(nats_server_current()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_of_an_empty_stream_returns_at_its_expiry_on_nats_server_2_9() {
-    a_pull_of_an_empty_stream_returns_at_its_expiry(nats_server_binary()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_of_an_empty_stream_returns_at_its_expiry_on_the_current_release() {
-    a_pull_of_an_empty_stream_returns_at_its_expiry(nats_server_current()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_of_what_is_there_returns_at_the_servers_last_word_on_nats_server_2_9() {
-    a_pull_of_what_is_there_returns_at_the_servers_last_word(nats_server_binary()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_of_what_is_there_returns_at_the_servers_last_word_on_the_current_release() {
-    a_pull_of_what_is_there_returns_at_the_servers_last_word(nats_server_current()).await;
+on_both_servers! {
+    a_steady_stream_is_fetched_without_stalls:
+        a_steady_stream_is_fetched_without_stalls_on_nats_server_2_9,
+        a_steady_stream_is_fetched_without_stalls_on_the_current_release;
+    a_pull_of_an_empty_stream_returns_at_its_expiry:
+        a_pull_of_an_empty_stream_returns_at_its_expiry_on_nats_server_2_9,
+        a_pull_of_an_empty_stream_returns_at_its_expiry_on_the_current_release;
+    a_pull_of_what_is_there_returns_at_the_servers_last_word:
+        a_pull_of_what_is_there_returns_at_the_servers_last_word_on_nats_server_2_9,
+        a_pull_of_what_is_there_returns_at_the_servers_last_word_on_the_current_release;
 }

@@ -95,9 +95,9 @@ pub struct BatchTx {
     /// reused).
     open: bool,
     lane: usize,
-    /// The connection's token, when known before its first statement (a kept connection).
+    /// The connection's token, when known before its first statement: only a connection a
+    /// lane kept.
     token: Option<u64>,
-    kept: bool,
 }
 
 /// A connection for a batch on `lane`: the one the lane kept, or one from the pool. Waiting
@@ -109,18 +109,15 @@ pub async fn acquire(
     lane: usize,
     lock_timeout: Duration,
 ) -> Result<BatchTx, sqlx::Error> {
-    let kept = |kept: Kept| BatchTx {
-        conn: Some(kept.conn),
-        lock_timeout,
-        open: false,
-        lane,
-        token: Some(kept.token),
-        kept: true,
-    };
-    if let Some(k) = lanes.take(lane) {
-        return Ok(kept(k));
+    if let Some(kept) = lanes.take(lane) {
+        return Ok(BatchTx::new(
+            kept.conn,
+            Some(kept.token),
+            lane,
+            lock_timeout,
+        ));
     }
-    pooled(pool, Some(lanes), lane, lock_timeout, kept).await
+    pooled(pool, Some(lanes), lane, lock_timeout).await
 }
 
 /// A connection from the pool for a batch on `lane` (see [`acquire`]), never a kept one.
@@ -129,7 +126,7 @@ pub async fn acquire_pooled(
     lane: usize,
     lock_timeout: Duration,
 ) -> Result<BatchTx, sqlx::Error> {
-    pooled(pool, None, lane, lock_timeout, |_| unreachable!("no lanes")).await
+    pooled(pool, None, lane, lock_timeout).await
 }
 
 async fn pooled(
@@ -137,28 +134,23 @@ async fn pooled(
     lanes: Option<&Lanes>,
     lane: usize,
     lock_timeout: Duration,
-    kept: impl Fn(Kept) -> BatchTx,
 ) -> Result<BatchTx, sqlx::Error> {
     loop {
         match pool.acquire().await {
             Err(sqlx::Error::PoolTimedOut) if busy(pool) => {
                 // Another lane's kept connection, idle meanwhile, serves rather than nothing.
-                if let Some(k) = lanes.and_then(Lanes::take_any) {
-                    return Ok(kept(k));
+                if let Some(kept) = lanes.and_then(Lanes::take_any) {
+                    return Ok(BatchTx::new(
+                        kept.conn,
+                        Some(kept.token),
+                        lane,
+                        lock_timeout,
+                    ));
                 }
                 debug!("every database connection is busy; waiting on");
             }
             Err(e) => return Err(e),
-            Ok(conn) => {
-                return Ok(BatchTx {
-                    conn: Some(conn),
-                    lock_timeout,
-                    open: false,
-                    lane,
-                    token: None,
-                    kept: false,
-                })
-            }
+            Ok(conn) => return Ok(BatchTx::new(conn, None, lane, lock_timeout)),
         }
     }
 }
@@ -169,6 +161,22 @@ fn busy(pool: &PgPool) -> bool {
 }
 
 impl BatchTx {
+    /// A batch transaction on `conn`; `token` is known for a connection a lane kept.
+    fn new(
+        conn: PoolConnection<Postgres>,
+        token: Option<u64>,
+        lane: usize,
+        lock_timeout: Duration,
+    ) -> BatchTx {
+        BatchTx {
+            conn: Some(conn),
+            lock_timeout,
+            open: false,
+            lane,
+            token,
+        }
+    }
+
     /// The connection's token, when it is known before the first script runs (the lane kept
     /// the connection).
     pub fn token(&self) -> Option<u64> {
@@ -178,7 +186,7 @@ impl BatchTx {
     /// Whether the connection was kept by its lane since an earlier batch (it may have been
     /// closed meanwhile, by the server or a proxy).
     pub fn was_kept(&self) -> bool {
-        self.kept
+        self.token.is_some()
     }
 
     /// Gives the connection, its transaction ended, to its lane to keep (its token read by
