@@ -85,6 +85,7 @@ pub fn exit(bin: &str, result: Result<(), StartupError>) -> ExitCode {
 /// not stop the process).
 pub fn lazy_pool(db: &DbSettings) -> Result<PgPool, StartupError> {
     crate::store::prepared::set_tenants_per_connection(db.prepared_tenants);
+    crate::store::schema::set_schema_connections(db.schema_connections);
     crate::store::connect_lazy(db.url.expose(), db.pool_size).map_err(StartupError::Database)
 }
 

@@ -12,7 +12,7 @@ use tracing::{debug, warn};
 use crate::model::{ErrorType, TenantId};
 use crate::store::failure::{classify, DbFailure};
 use crate::store::placement::Db;
-use crate::store::schema::ADOPTION_RECHECK;
+use crate::store::schema::{schema_connections, ADOPTION_RECHECK};
 use crate::store::SchemaError;
 
 use super::batch_write::HELD_RECHECK;
@@ -20,9 +20,6 @@ use super::batch_write::HELD_RECHECK;
 use super::inbound::DeadLetter;
 use super::plan::Decoded;
 use super::process::{Processor, Unavailable};
-
-/// Tenants prepared at once by one batch (each on a connection of the schemas' own pool).
-pub const PREPARE_CONCURRENCY: usize = 2;
 
 /// Whether a tenant's schema is ready for its events.
 pub(super) enum Prepared {
@@ -50,14 +47,15 @@ impl Processor {
         })
     }
 
-    /// Prepares the tenants, [`PREPARE_CONCURRENCY`] at a time; one result per tenant, in order.
+    /// Prepares the tenants, as many at a time as the schemas' own pool has connections
+    /// ([`schema_connections`]); one result per tenant, in order.
     pub(super) async fn prepare_all(
         &self,
         tenants: &[(&TenantId, &[Decoded<'_>])],
     ) -> Result<Vec<Prepared>, Unavailable> {
         let results: Vec<Result<Prepared, Unavailable>> = futures::stream::iter(tenants)
             .map(|(tenant, decoded)| self.prepare(tenant, decoded))
-            .buffered(PREPARE_CONCURRENCY)
+            .buffered(schema_connections() as usize)
             .collect()
             .await;
         results.into_iter().collect()

@@ -36,6 +36,8 @@ pub struct DbSettings {
     pub pool_size: u32,
     /// Tenants whose write statements each connection keeps prepared (`DB_PREPARED_TENANTS`).
     pub prepared_tenants: usize,
+    /// Connections creating and migrating new tenants' schemas (`DB_SCHEMA_CONNECTIONS`).
+    pub schema_connections: u32,
 }
 
 /// Where metrics go besides `/metrics` (Lambda mode always writes EMF log lines).
@@ -120,6 +122,7 @@ impl Settings {
                 url: vars.db.url().clone(),
                 pool_size: vars.db.db_pool_size,
                 prepared_tenants: vars.db.db_prepared_tenants as usize,
+                schema_connections: vars.db.db_schema_connections,
             },
             processor,
             company: vars.tenants.company_id,
@@ -219,6 +222,12 @@ mod tests {
         assert!(r.processor.auto_migrate);
         assert!(r.processor.allowlist.is_none());
         assert_eq!(r.db.url.expose(), vars::DEFAULT_DATABASE_URL);
+        assert_eq!(
+            r.db.schema_connections,
+            crate::store::schema::SCHEMA_CONNECTIONS
+        );
+        let few = parse(&REALTIME, &["--db-schema-connections", "1"]).unwrap();
+        assert_eq!(few.db.schema_connections, 1);
         assert!(r.company.is_none());
         let h = parse(&HISTORICAL, &[]).unwrap();
         assert_eq!((h.processor.max_deliver, h.http_port), (3, 8082));
@@ -242,6 +251,8 @@ mod tests {
         assert!(err(&REALTIME, &["--postgres-dsn", "mysql://x"]).contains("POSTGRES_DSN"));
         assert!(err(&REALTIME, &["--tenant-allowlist", "A, b.c"]).contains("TENANT_ALLOWLIST"));
         assert!(err(&REALTIME, &["--batch-size", "0"]).contains("BATCH_SIZE"));
+        let e = err(&REALTIME, &["--db-schema-connections", "0"]);
+        assert!(e.contains("DB_SCHEMA_CONNECTIONS"), "{e}");
         assert!(err(&REALTIME, &["--nats-user", "u"]).contains("NATS_PASSWORD"));
     }
 

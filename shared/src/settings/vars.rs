@@ -84,6 +84,10 @@ pub struct DbVars {
     /// (about 1 MB of server memory per tenant and connection; 0: none)
     #[arg(long, env = "DB_PREPARED_TENANTS", default_value_t = 256)]
     pub db_prepared_tenants: u32,
+    /// connections per process (and per placement) creating and migrating new tenants'
+    /// schemas, each preparing one tenant at a time
+    #[arg(long, env = "DB_SCHEMA_CONNECTIONS", default_value_t = crate::store::schema::SCHEMA_CONNECTIONS, value_parser = clap::value_parser!(u32).range(1..))]
+    pub db_schema_connections: u32,
     /// create and migrate tenant schemas on first use
     #[arg(long, env = "DB_AUTO_MIGRATE", default_value = "true", action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub db_auto_migrate: bool,

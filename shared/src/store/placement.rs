@@ -5,7 +5,7 @@
 //!   also holds `wa_system.tenants`, the record of each tenant's placement and state.
 //! * `TENANT_DATABASES` names the others (`eu=postgres://…,us=postgres://…`). Each gets a pool
 //!   of its own, opened on first use, as small as the main one, plus a pool of
-//!   [`DDL_CONNECTIONS`](super::schema::DDL_CONNECTIONS) for schema work.
+//!   [`schema_connections`](super::schema::schema_connections) for schema work.
 //! * A write enters a tenant's schema through `wa_system.enter_tenant` on the tenant's
 //!   database, which takes the tenant's lock and then refuses a fenced schema (SQLSTATE
 //!   `WAF01`, [`super::failure::DbFailure::Fenced`]). A fence is inserted under the same lock,
@@ -139,7 +139,7 @@ impl Placements {
 }
 
 fn ddl_pool(like: &PgPool, options: sqlx::postgres::PgConnectOptions) -> PgPool {
-    super::pool_options(super::schema::DDL_CONNECTIONS)
+    super::pool_options(super::schema::schema_connections())
         .acquire_timeout(like.options().get_acquire_timeout())
         .connect_lazy_with(options)
 }

@@ -6,6 +6,7 @@
 //! the schema is looked at again every [`ADOPTION_RECHECK`], so they go through once it is adopted.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -66,8 +67,24 @@ pub static TENANT_BASELINE: Baseline = Baseline {
     sql: include_str!("../../../migrations/baseline/tenant_0008.sql"),
 };
 
-/// Connections of the pool schema work runs on.
-pub const DDL_CONNECTIONS: u32 = 2;
+/// Connections of the pool schema work runs on, unless set otherwise
+/// ([`set_schema_connections`], `DB_SCHEMA_CONNECTIONS`). Creating a schema is mostly waiting
+/// for the disk: on PostgreSQL 15 every index built syncs its file on its own, 33 of them for a
+/// new tenant, so schemas created side by side share that wait (see [`Schemas`]).
+pub const SCHEMA_CONNECTIONS: u32 = 6;
+
+static SCHEMA_CONNECTIONS_SET: AtomicU32 = AtomicU32::new(SCHEMA_CONNECTIONS);
+
+/// Sets the connections of the schema pools opened after this call (at least one), and so how
+/// many new tenants a batch prepares at once.
+pub fn set_schema_connections(connections: u32) {
+    SCHEMA_CONNECTIONS_SET.store(connections.max(1), Ordering::Relaxed);
+}
+
+/// Connections of a schema pool, and new tenants a batch prepares at once.
+pub fn schema_connections() -> u32 {
+    SCHEMA_CONNECTIONS_SET.load(Ordering::Relaxed)
+}
 
 /// The schema of the system's own tables (exhausted events of invalid tenants).
 pub const SYSTEM_SCHEMA: &str = "wa_system";
@@ -103,8 +120,9 @@ pub enum SchemaError {
 
 /// Creates and migrates tenant schemas on first use and remembers which are ready.
 ///
-/// Schema work runs on a small pool of its own ([`DDL_CONNECTIONS`] connections to the same
-/// database), so that a burst of new tenants never takes the connections writes need.
+/// Schema work runs on a small pool of its own ([`schema_connections`] connections to the same
+/// database), so that a burst of new tenants never takes the connections writes need; a batch
+/// prepares as many new tenants at once as that pool has connections.
 ///
 /// Each tenant is written on the database of its placement ([`super::placement`]), read from
 /// `wa_system.tenants` on the main database when the tenant is first met, and again after
