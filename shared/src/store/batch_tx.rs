@@ -110,12 +110,7 @@ pub async fn acquire(
     lock_timeout: Duration,
 ) -> Result<BatchTx, sqlx::Error> {
     if let Some(kept) = lanes.take(lane) {
-        return Ok(BatchTx::new(
-            kept.conn,
-            Some(kept.token),
-            lane,
-            lock_timeout,
-        ));
+        return Ok(BatchTx::kept(kept, lane, lock_timeout));
     }
     pooled(pool, Some(lanes), lane, lock_timeout).await
 }
@@ -140,12 +135,7 @@ async fn pooled(
             Err(sqlx::Error::PoolTimedOut) if busy(pool) => {
                 // Another lane's kept connection, idle meanwhile, serves rather than nothing.
                 if let Some(kept) = lanes.and_then(Lanes::take_any) {
-                    return Ok(BatchTx::new(
-                        kept.conn,
-                        Some(kept.token),
-                        lane,
-                        lock_timeout,
-                    ));
+                    return Ok(BatchTx::kept(kept, lane, lock_timeout));
                 }
                 debug!("every database connection is busy; waiting on");
             }
@@ -175,6 +165,11 @@ impl BatchTx {
             lane,
             token,
         }
+    }
+
+    /// A batch transaction on the connection a lane kept (its token known).
+    fn kept(kept: Kept, lane: usize, lock_timeout: Duration) -> BatchTx {
+        BatchTx::new(kept.conn, Some(kept.token), lane, lock_timeout)
     }
 
     /// The connection's token, when it is known before the first script runs (the lane kept

@@ -84,9 +84,7 @@ impl PullRequest {
             .as_ref()
             .is_some_and(|cluster| !cluster.replicas.is_empty())
     }
-}
 
-impl PullRequest {
     /// The expiry the server is asked for.
     pub fn server_expires(&self) -> Duration {
         self.expires.max(MIN_EXPIRES)
